@@ -1,0 +1,126 @@
+"""The paper's network and training recipe (Krizhevsky, Sutskever & Hinton, 2012).
+
+Every hyperparameter of the paper is named once here. Variants of the architecture are
+selected with a config string, e.g. `--config=configs/alexnet.py:one_column`:
+
+  one_column            the 1-GPU comparison net (footnote of Section 4.2 / Table 1)
+  no_lrn                without local response normalization (Section 3.3)
+  non_overlapping_pool  pooling with s = z = 2 instead of s = 2, z = 3 (Section 3.4)
+  six_conv              an extra conv layer over the last pooling layer (Section 7)
+  tanh                  saturating tanh units instead of ReLUs (Section 3.1, Figure 1)
+"""
+
+import ml_collections
+
+VARIANTS = ("one_column", "no_lrn", "non_overlapping_pool", "six_conv", "tanh")
+
+
+def conv(name, features, kernel, stride=1, padding="SAME", reads="own", lrn=False, pool=False):
+  """One convolutional layer of the layer table (see `supervision.models`)."""
+  return dict(
+    name=name,
+    features=features,
+    kernel=kernel,
+    stride=stride,
+    padding=padding,
+    reads=reads,
+    lrn=lrn,
+    pool=pool,
+  )
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """Returns the paper's configuration, optionally changed into one of `VARIANTS`."""
+  config = ml_collections.ConfigDict()
+
+  # Data (Sections 2 and 5.1).
+  config.dataset = "imagenet2012"
+  config.data_dir = ""
+  config.class_list = ""
+  config.num_classes = 1000
+  config.image_size = 256  # shorter side rescaled to 256, then the central 256x256 patch
+  config.crop_size = 224  # random 224x224 patches for training
+  config.pca_lighting_std = 0.1  # std of the a_i in the PCA colour augmentation
+  config.train_split = "train"
+  config.eval_split = "validation"
+
+  # The network (Section 3 and Figure 2).
+  config.model = ml_collections.ConfigDict()
+  m = config.model
+  m.name = "column_net"
+  m.columns = 2  # the paper's two GPUs
+  m.activation = "relu"
+  # Local response normalization (Section 3.3); alpha_over_n switches to the convention of
+  # cuda-convnet's released code and Caffe, where alpha is divided by n.
+  m.lrn = ml_collections.ConfigDict(dict(k=2.0, n=5, alpha=1e-4, beta=0.75, alpha_over_n=False))
+  m.pool = ml_collections.ConfigDict(dict(window=3, stride=2))  # overlapping pooling, Section 3.4
+  # `features` counts the kernels of both columns together; `reads` is which maps of the layer
+  # below each column sees: "own" (its own column) or "all" (both columns). conv1 has total
+  # padding 3 (0 before, 3 after), which is what cuda-convnet's rounding of 1 + ceil((224 - 11) / 4)
+  # output positions amounts to, so 224 gives 55.
+  m.conv = (
+    conv("conv1", 96, 11, stride=4, padding=((0, 3), (0, 3)), reads="all", lrn=True, pool=True),
+    conv("conv2", 256, 5, lrn=True, pool=True),
+    conv("conv3", 384, 3, reads="all"),
+    conv("conv4", 384, 3),
+    conv("conv5", 256, 3, pool=True),
+  )
+  m.dense = (4096, 4096)  # fc6, fc7; fc8 has num_classes outputs
+  m.dropout_rate = 0.5  # on the outputs of fc6 and fc7 (Section 4.2)
+  m.init_std = 0.01  # weights ~ N(0, 0.01) (Section 5)
+  m.init_bias_one = ("conv2", "conv4", "conv5", "fc6", "fc7")  # biases 1 here, 0 elsewhere
+  m.dtype = "float32"
+
+  # Training (Section 5).
+  config.batch_size = 128
+  config.num_epochs = 90
+  config.num_train_steps = -1  # when > 0 it overrides num_epochs
+  config.learning_rate = 0.01
+  config.momentum = 0.9
+  config.weight_decay = 5e-4
+  config.decay_biases = False  # cuda-convnet decayed weights only; the paper says "weight w"
+  config.lr_schedule = "plateau"  # "plateau" (the paper), "step" or "constant"
+  config.lr_drop_factor = 0.1
+  config.plateau_patience = 1  # evaluations without improvement before dividing the lr by 10
+  config.plateau_min_delta = 1e-3  # improvement of the validation error that counts
+  config.max_lr_drops = 3
+  config.lr_step_epochs = (30, 60, 80)  # for lr_schedule = "step"
+  config.seed = 0
+
+  # Bookkeeping.
+  config.log_every_steps = 50
+  config.eval_every_steps = -1  # -1: once per epoch
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  config.num_eval_batches = -1  # -1: the whole eval split
+
+  # Parallelism (Section 4.2): the paper's two GPUs are a mesh axis of size 2.
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
+
+  return apply_variant(config, variant)
+
+
+def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+  """Changes the paper's network into one of `VARIANTS` (no-op for "")."""
+  m = config.model
+  if variant == "":
+    pass
+  elif variant == "one_column":
+    # Half the kernels in conv1-conv4; conv5 and the FC layers unchanged (Section 4.2 footnote).
+    m.columns = 1
+    m.conv = tuple(
+      dict(c, features=c["features"] // 2) if c["name"] != "conv5" else c for c in m.conv
+    )
+  elif variant == "no_lrn":
+    m.conv = tuple(dict(c, lrn=False) for c in m.conv)
+  elif variant == "non_overlapping_pool":
+    m.pool.window = 2
+  elif variant == "six_conv":
+    # The paper does not give the extra layer's shape; we use conv5's: 256 3x3 kernels.
+    m.conv = m.conv + (conv("conv6", 256, 3),)
+    m.init_bias_one = m.init_bias_one + ("conv6",)
+  elif variant == "tanh":
+    m.activation = "tanh"
+  else:
+    raise ValueError(f"Unknown variant {variant!r} of configs/alexnet.py; choose from {VARIANTS}.")
+  return config

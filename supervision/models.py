@@ -1,0 +1,217 @@
+"""The paper's network (Section 3, Figure 2) as a Flax linen module.
+
+The two GPU "columns" are explicit: every parameter has a leading column axis of size
+`columns` (column 0 holds the first half of a layer's kernels or neurons), and activations
+have the layout (column, batch, ...). A layer that reads "own" maps computes column c from
+column c of the layer below only; a layer that reads "all" maps sees both columns. Column
+layers run as one ordinary convolution or matmul per column (XLA:CPU runs grouped
+convolutions several times slower); under a mesh with a `model` axis they run inside
+`jax.shard_map`, so column c is computed on model-device c from its local data, and the only
+cross-device traffic is gathering the inputs of the "all" layers (conv3 and the FC layers).
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import PartitionSpec as P
+
+MODEL_AXIS = "model"
+DATA_AXIS = "data"
+ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
+
+
+def local_response_norm(
+  x: jax.Array, k: float, n: int, alpha: float, beta: float, alpha_over_n: bool = False
+) -> jax.Array:
+  """Section 3.3: b_i = a_i / (k + alpha * sum_{j=i-n/2}^{i+n/2} a_j^2)^beta over the last axis.
+
+  The sum runs over the n adjacent kernel maps, clipped at the first and last map. With
+  `alpha_over_n` alpha is divided by n, as in cuda-convnet's released code and Caffe.
+  """
+  half = n // 2
+  sums = jax.lax.reduce_window(
+    jnp.square(x),
+    jnp.array(0, x.dtype),
+    jax.lax.add,
+    window_dimensions=(1,) * (x.ndim - 1) + (n,),
+    window_strides=(1,) * x.ndim,
+    padding=((0, 0),) * (x.ndim - 1) + ((half, n - 1 - half),),
+  )
+  scale = alpha / n if alpha_over_n else alpha
+  return x / jnp.power(k + scale * sums, beta)
+
+
+def _column_map(fn: Callable, x: jax.Array, kernel: jax.Array, bias: jax.Array, x_columns: bool):
+  """Applies `fn(x_c, kernel_c, bias_c)` for every column c and stacks the results.
+
+  `x` has a leading column axis when `x_columns`, otherwise every column reads all of it.
+  Under a mesh with a `model` axis, each device computes its own columns (shard_map).
+  """
+
+  def per_column(x, kernel, bias):
+    outs = [fn(x[c] if x_columns else x, kernel[c], bias[c]) for c in range(kernel.shape[0])]
+    return jnp.stack(outs)
+
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or MODEL_AXIS not in mesh.axis_names:
+    return per_column(x, kernel, bias)
+  batch = DATA_AXIS if DATA_AXIS in mesh.axis_names else None
+  x_spec = P(MODEL_AXIS, batch) if x_columns else P(batch)
+  return jax.shard_map(
+    per_column,
+    in_specs=(x_spec, P(MODEL_AXIS), P(MODEL_AXIS)),
+    out_specs=P(MODEL_AXIS, batch),
+  )(x, kernel, bias)
+
+
+def _merge_columns(x: jax.Array) -> jax.Array:
+  """(column, batch, ..., C) -> (batch, ..., column * C): the maps of both columns."""
+  return jnp.concatenate(list(x), axis=-1)
+
+
+class ColumnConv(nn.Module):
+  """A convolution whose kernels are split into columns; see the module docstring."""
+
+  features: int  # kernels of all columns together
+  kernel_size: int
+  stride: int
+  padding: Any
+  columns: int
+  reads: str  # "own" or "all"
+  kernel_init: Callable
+  bias_init: Callable
+
+  @nn.compact
+  def __call__(self, x: jax.Array, x_columns: bool) -> jax.Array:
+    if self.reads == "all" and x_columns:
+      x, x_columns = _merge_columns(x), False
+    in_features = x.shape[-1]
+    shape = (self.columns, self.kernel_size, self.kernel_size, in_features)
+    kernel = self.param("kernel", self.kernel_init, shape + (self.features // self.columns,))
+    bias = self.param("bias", self.bias_init, (self.columns, self.features // self.columns))
+
+    def conv(x, kernel, bias):
+      y = jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(self.stride, self.stride),
+        padding=self.padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      )
+      return y + bias
+
+    return _column_map(conv, x, kernel, bias, x_columns)
+
+
+class ColumnDense(nn.Module):
+  """A fully-connected layer whose neurons are split into columns, each reading all inputs."""
+
+  features: int
+  columns: int
+  kernel_init: Callable
+  bias_init: Callable
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    shape = (self.columns, x.shape[-1], self.features // self.columns)
+    kernel = self.param("kernel", self.kernel_init, shape)
+    bias = self.param("bias", self.bias_init, shape[::2])
+    return _column_map(lambda x, w, b: x @ w + b, x, kernel, bias, x_columns=False)
+
+
+class ColumnNet(nn.Module):
+  """Conv layers from a layer table, then FC layers; AlexNet with the paper's config.
+
+  Returns logits of shape (batch, num_classes). Dropout is inverted dropout: outputs are
+  scaled by 1/(1 - rate) in training, which equals the paper's multiplying by 0.5 at test time.
+  """
+
+  conv: Sequence[dict]
+  dense: Sequence[int]
+  num_classes: int
+  columns: int
+  activation: str
+  lrn: dict
+  pool: dict
+  dropout_rate: float
+  init_std: float
+  init_bias_one: Sequence[str]
+  dtype: Any = jnp.float32
+
+  def dense_names(self) -> list[str]:
+    """Names of the FC layers, numbered after the conv layers (fc6, fc7, fc8 in AlexNet)."""
+    return [f"fc{len(self.conv) + 1 + i}" for i in range(len(self.dense) + 1)]
+
+  def layer_reads(self) -> list[tuple[str, str]]:
+    """(name, what it reads) for every layer: "image", "own" column or "all" columns."""
+    convs = [(c["name"], "image" if i == 0 else c["reads"]) for i, c in enumerate(self.conv)]
+    return convs + [(name, "all") for name in self.dense_names()]
+
+  def _inits(self, name: str) -> dict:
+    bias = 1.0 if name in self.init_bias_one else 0.0
+    return dict(
+      kernel_init=nn.initializers.normal(self.init_std),
+      bias_init=nn.initializers.constant(bias),
+    )
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    act = ACTIVATIONS[self.activation]
+    x, x_columns = images.astype(self.dtype), False
+    for layer in self.conv:
+      x = ColumnConv(
+        layer["features"],
+        layer["kernel"],
+        layer["stride"],
+        layer["padding"],
+        self.columns,
+        layer["reads"],
+        name=layer["name"],
+        **self._inits(layer["name"]),
+      )(x, x_columns)
+      x, x_columns = act(x), True
+      if layer["lrn"]:
+        x = local_response_norm(x, **self.lrn)
+      if layer["pool"]:
+        window, stride = (self.pool["window"],) * 2, (self.pool["stride"],) * 2
+        x = nn.max_pool(x, window, strides=stride, padding="VALID")
+    x = _merge_columns(x)
+    x = x.reshape(x.shape[0], -1)
+    sizes = (*self.dense, self.num_classes)
+    for i, (name, features) in enumerate(zip(self.dense_names(), sizes, strict=True)):
+      x = ColumnDense(features, self.columns, name=name, **self._inits(name))(x)
+      x = _merge_columns(x)
+      if i < len(self.dense):
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(act(x))
+    return x
+
+
+def create_model(config: ml_collections.ConfigDict) -> ColumnNet:
+  """Builds the network described by `config.model` for `config.num_classes` classes."""
+  m = config.model
+  for layer in (*m.conv, *m.dense, config.num_classes):
+    features = layer["features"] if isinstance(layer, dict) else layer
+    if features % m.columns:
+      raise ValueError(
+        f"config.model.columns={m.columns} does not divide a layer's {features} kernels/neurons"
+        f" (layer {layer!r}); use a multiple of {m.columns}."
+      )
+  if m.activation not in ACTIVATIONS:
+    raise ValueError(f"config.model.activation={m.activation!r}; choose from {list(ACTIVATIONS)}.")
+  return ColumnNet(
+    conv=tuple(m.conv),
+    dense=tuple(m.dense),
+    num_classes=config.num_classes,
+    columns=m.columns,
+    activation=m.activation,
+    lrn=m.lrn.to_dict(),
+    pool=m.pool.to_dict(),
+    dropout_rate=m.dropout_rate,
+    init_std=m.init_std,
+    init_bias_one=tuple(m.init_bias_one),
+    dtype=jnp.dtype(m.dtype),
+  )

@@ -1,0 +1,25 @@
+"""The command line of main.py."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_main(*args):
+  return subprocess.run(
+    [sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+  )
+
+
+def test_summary_shows_the_totals():
+  result = run_main("--mode=summary", "--config=configs/alexnet.py")
+  assert result.returncode == 0, result.stderr
+  assert "60,965,224" in result.stdout and "290,400" in result.stdout
+
+
+def test_misspelled_override_names_the_key():
+  result = run_main("--mode=summary", "--config=configs/alexnet.py", "--config.lernig_rate=1")
+  assert result.returncode != 0
+  assert "lernig_rate" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,170 @@
+"""The network of Section 3 / Figure 2, checked against the paper's numbers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import alexnet
+from supervision import models, summary
+
+PAPER_NEURONS = [290_400, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000]
+
+
+def table(variant=""):
+  return {row["layer"]: row for row in summary.layer_table(alexnet.get_config(variant))}
+
+
+def test_parameters_and_neurons_equal_the_paper():
+  rows = table()
+  assert sum(r["params"] for r in rows.values()) == 60_965_224
+  assert [r["neurons"] for r in rows.values()] == PAPER_NEURONS
+  assert rows["conv1"]["output"] == (55, 55, 96)
+  assert [r["reads"] for r in rows.values()] == ["image", "own", "all", "own", "own"] + ["all"] * 3
+
+
+def test_one_column_halves_conv1_to_conv4_only():
+  two, one = table(), table("one_column")
+  for name in ("conv1", "conv2", "conv3", "conv4"):
+    assert one[name]["neurons"] * 2 == two[name]["neurons"]
+  for name in ("conv5", "fc6", "fc7", "fc8"):
+    assert one[name]["neurons"] == two[name]["neurons"]
+  # conv5 reads 192 maps instead of 2 columns x 192 split into halves: 3*3*192*256 + 256.
+  assert one["conv5"]["params"] == 3 * 3 * 192 * 256 + 256
+  assert one["conv2"]["params"] == 5 * 5 * 48 * 128 + 128  # one column reads all 48 maps
+
+
+@pytest.mark.parametrize("variant", ["no_lrn", "non_overlapping_pool", "tanh"])
+def test_variants_keep_the_shapes(variant):
+  base, other = table(), table(variant)
+  assert [(r["output"], r["params"]) for r in base.values()] == [
+    (r["output"], r["params"]) for r in other.values()
+  ]
+
+
+def test_six_conv_adds_a_layer_over_the_last_pooling_layer():
+  rows = table("six_conv")
+  assert list(rows)[5] == "conv6" and rows["conv6"]["output"] == (6, 6, 256)
+  assert sum(r["params"] for r in rows.values()) == 60_965_224 + 2 * (3 * 3 * 128 * 128 + 128)
+
+
+def test_variants_change_the_model_config():
+  assert alexnet.get_config("no_lrn").model.conv[0]["lrn"] is False
+  assert alexnet.get_config("non_overlapping_pool").model.pool.window == 2
+  assert alexnet.get_config("tanh").model.activation == "tanh"
+  with pytest.raises(ValueError, match="bogus"):
+    alexnet.get_config("bogus")
+
+
+def lrn_reference(a, k, n, alpha, beta, alpha_over_n):
+  """The formula of Section 3.3 as a direct loop over kernel maps."""
+  b = np.zeros_like(a, dtype=np.float64)
+  maps = a.shape[-1]
+  scale = alpha / n if alpha_over_n else alpha
+  for i in range(maps):
+    lo, hi = max(0, i - n // 2), min(maps - 1, i + n // 2)
+    s = sum(a[..., j].astype(np.float64) ** 2 for j in range(lo, hi + 1))
+    b[..., i] = a[..., i] / (k + scale * s) ** beta
+  return b
+
+
+@pytest.mark.parametrize("alpha_over_n", [False, True])
+def test_lrn_equals_the_formula(alpha_over_n):
+  a = np.random.default_rng(0).uniform(0, 30, size=(2, 3, 4, 7)).astype(np.float32)
+  lrn = alexnet.get_config().model.lrn.to_dict()
+  lrn["alpha_over_n"] = alpha_over_n
+  got = models.local_response_norm(jnp.asarray(a), **lrn)
+  np.testing.assert_allclose(got, lrn_reference(a, **lrn), rtol=1e-6)
+  # The two conventions really differ on these values (alpha is not divided by n in the paper).
+  other = lrn_reference(a, **{**lrn, "alpha_over_n": not alpha_over_n})
+  assert np.abs(np.asarray(got) - other).max() > 1e-3
+
+
+def column_layer(name):
+  """The model's layer `name` as a standalone module (2 columns), with its input shape."""
+  config = alexnet.get_config()
+  idx = [c["name"] for c in config.model.conv].index(name)
+  spec = config.model.conv[idx]
+  prev = config.model.conv[idx - 1]["features"] // 2
+  layer = models.ColumnConv(
+      spec["features"], spec["kernel"], spec["stride"], spec["padding"], 2, spec["reads"],
+      kernel_init=jax.nn.initializers.normal(0.01), bias_init=jax.nn.initializers.zeros,
+  )  # fmt: skip
+  return layer, (2, 1, 7, 7, prev)
+
+
+@pytest.mark.parametrize("name,isolated", [("conv2", 1), ("conv3", 0), ("conv4", 1), ("conv5", 1)])
+def test_columns_talk_only_at_conv3(name, isolated):
+  layer, shape = column_layer(name)
+  x = jax.random.normal(jax.random.key(1), shape)
+  params = layer.init(jax.random.key(0), x, True)
+
+  def column0(x):
+    return layer.apply(params, x, True)[0].sum()
+
+  grad = jax.grad(column0)(x)
+  assert jnp.abs(grad[0]).max() > 0
+  if isolated:
+    assert jnp.all(grad[1] == 0), f"{name}'s column 0 depends on column 1"
+  else:
+    assert jnp.abs(grad[1]).max() > 0, f"{name}'s column 0 should read both columns"
+
+
+def test_fc6_reads_both_columns():
+  dense = models.ColumnDense(8, 2, jax.nn.initializers.normal(0.01), jax.nn.initializers.zeros)
+  x = jax.random.normal(jax.random.key(1), (3, 16))
+  params = dense.init(jax.random.key(0), x)
+  grad = jax.grad(lambda x: dense.apply(params, x)[0].sum())(x)
+  assert jnp.all(jnp.abs(grad[:, :8]).max() > 0) and jnp.abs(grad[:, 8:]).max() > 0
+
+
+@pytest.fixture(scope="module")
+def alexnet_params():
+  config = alexnet.get_config()
+  model = models.create_model(config)
+  images = jnp.zeros((2, 224, 224, 3))
+  return model, jax.jit(model.init)(jax.random.key(0), images)["params"]
+
+
+def test_init_follows_section_5(alexnet_params):
+  _, params = alexnet_params
+  bias_one = {"conv2", "conv4", "conv5", "fc6", "fc7"}
+  for name, layer in params.items():
+    assert abs(float(jnp.std(layer["kernel"])) - 0.01) < 5e-4, name
+    assert abs(float(jnp.mean(layer["kernel"]))) < 1e-3, name
+    expected = 1.0 if name in bias_one else 0.0
+    assert jnp.all(layer["bias"] == expected), name
+    assert layer["kernel"].shape[0] == 2 and layer["bias"].shape[0] == 2  # column axis
+
+
+def test_init_bias_is_configurable():
+  config = alexnet.get_config()
+  config.model.init_bias_one = ()
+  config.model.conv = config.model.conv[:1]
+  config.model.dense = (8,)
+  config.num_classes = 4
+  model = models.create_model(config)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))["params"]
+  assert all(jnp.all(p["bias"] == 0) for p in params.values())
+
+
+def test_logits_and_dropout(alexnet_params):
+  model, params = alexnet_params
+  images = jax.random.normal(jax.random.key(3), (2, 224, 224, 3))
+  apply = jax.jit(model.apply, static_argnames="train")
+  eval1 = apply({"params": params}, images, train=False)
+  eval2 = apply({"params": params}, images, train=False)
+  assert eval1.shape == (2, 1000) and jnp.all(jnp.isfinite(eval1))
+  np.testing.assert_array_equal(eval1, eval2)
+  rngs = lambda seed: {"dropout": jax.random.key(seed)}  # noqa: E731
+  train1 = apply({"params": params}, images, train=True, rngs=rngs(1))
+  train2 = apply({"params": params}, images, train=True, rngs=rngs(2))
+  assert jnp.all(jnp.isfinite(train1))
+  assert not np.allclose(train1, train2) and not np.allclose(train1, eval1)
+
+
+def test_indivisible_columns_are_a_config_error():
+  config = alexnet.get_config()
+  config.num_classes = 999
+  with pytest.raises(ValueError, match="999"):
+    models.create_model(config)
