@@ -94,8 +94,17 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
   config.num_eval_batches = -1  # -1: the whole eval split
 
-  # Parallelism (Section 4.2): the paper's two GPUs are a mesh axis of size 2.
-  config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
+  # Parallelism (Section 3.2): the paper's two GPUs are the mesh axis "model" of size 2; "data"
+  # splits the batch (-1: all devices that "model" leaves). Parameters and optimizer-state
+  # leaves whose key path matches column_params have a leading column axis, split over "model".
+  config.mesh = ml_collections.ConfigDict(
+    dict(data=-1, model=1, column_params=r"(^|/)(kernel|bias)$")
+  )
+  # Multi-host runs: every process gets the same coordinator "host:port", the process count
+  # and its own id. An empty address means a single process.
+  config.distributed = ml_collections.ConfigDict(
+    dict(coordinator_address="", num_processes=1, process_id=0)
+  )
 
   return apply_variant(config, variant)
 
