@@ -81,7 +81,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.decay_biases = False  # cuda-convnet decayed weights only; the paper says "weight w"
   config.lr_schedule = "plateau"  # "plateau" (the paper), "step" or "constant"
   config.lr_drop_factor = 0.1
-  config.plateau_patience = 1  # evaluations without improvement before dividing the lr by 10
+  config.plateau_patience = 3  # evaluations without improvement before dividing the lr by 10
   config.plateau_min_delta = 1e-3  # improvement of the validation error that counts
   config.max_lr_drops = 3
   config.lr_step_epochs = (30, 60, 80)  # for lr_schedule = "step"
@@ -93,6 +93,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
   config.num_eval_batches = -1  # -1: the whole eval split
+  config.eval_checkpoint_step = -1  # --mode=eval restores this step; -1: the latest
 
   # Parallelism (Section 4.2): the paper's two GPUs are a mesh axis of size 2.
   config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
