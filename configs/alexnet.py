@@ -15,7 +15,7 @@ import ml_collections
 VARIANTS = ("one_column", "no_lrn", "non_overlapping_pool", "six_conv", "tanh")
 
 
-def conv(name, features, kernel, stride=1, padding="SAME", reads="own", lrn=False, pool=False):
+def conv(name, features, kernel, stride=1, padding="SAME", reads="own", lrn=False, pool=""):
   """One convolutional layer of the layer table (see `supervision.models`)."""
   return dict(
     name=name,
@@ -55,15 +55,16 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   m.lrn = ml_collections.ConfigDict(dict(k=2.0, n=5, alpha=1e-4, beta=0.75, alpha_over_n=False))
   m.pool = ml_collections.ConfigDict(dict(window=3, stride=2))  # overlapping pooling, Section 3.4
   # `features` counts the kernels of both columns together; `reads` is which maps of the layer
-  # below each column sees: "own" (its own column) or "all" (both columns). conv1 has total
+  # below each column sees: "own" (its own column) or "all" (both columns); `pool` is "max",
+  # "avg" or "" (none). conv1 has total
   # padding 3 (0 before, 3 after), which is what cuda-convnet's rounding of 1 + ceil((224 - 11) / 4)
   # output positions amounts to, so 224 gives 55.
   m.conv = (
-    conv("conv1", 96, 11, stride=4, padding=((0, 3), (0, 3)), reads="all", lrn=True, pool=True),
-    conv("conv2", 256, 5, lrn=True, pool=True),
+    conv("conv1", 96, 11, stride=4, padding=((0, 3), (0, 3)), reads="all", lrn=True, pool="max"),
+    conv("conv2", 256, 5, lrn=True, pool="max"),
     conv("conv3", 384, 3, reads="all"),
     conv("conv4", 384, 3),
-    conv("conv5", 256, 3, pool=True),
+    conv("conv5", 256, 3, pool="max"),
   )
   m.dense = (4096, 4096)  # fc6, fc7; fc8 has num_classes outputs
   m.dropout_rate = 0.5  # on the outputs of fc6 and fc7 (Section 4.2)

@@ -24,9 +24,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   m = config.model
   m.columns = 1
   m.conv = (
-      alexnet.conv("conv1", 32, 5, reads="all", lrn=True, pool=True),
-      alexnet.conv("conv2", 32, 5, lrn=True, pool=True),
-      alexnet.conv("conv3", 64, 5, pool=True),
+    alexnet.conv("conv1", 32, 5, reads="all", lrn=True, pool="max"),
+    alexnet.conv("conv2", 32, 5, lrn=True, pool="avg"),
+    alexnet.conv("conv3", 64, 5, pool="avg"),
   )
   m.dense = ()  # fc4 is the softmax layer
   m.init_bias_one = ()

@@ -10,9 +10,9 @@ def get_config() -> ml_collections.ConfigDict:
   m = config.model
   m.columns = 2
   m.conv = (
-      dict(m.conv[0], features=8),
-      dict(m.conv[1], features=8),
-      dict(m.conv[2], features=8, reads="all"),
+    dict(m.conv[0], features=8),
+    dict(m.conv[1], features=8),
+    dict(m.conv[2], features=8, reads="all"),
   )
   m.dense = (16,)
   config.batch_size = 16

@@ -22,6 +22,7 @@ from jax.sharding import PartitionSpec as P
 MODEL_AXIS = "model"
 DATA_AXIS = "data"
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
+POOLS = {"max": nn.max_pool, "avg": nn.avg_pool}
 
 
 def local_response_norm(
@@ -32,15 +33,9 @@ def local_response_norm(
   The sum runs over the n adjacent kernel maps, clipped at the first and last map. With
   `alpha_over_n` alpha is divided by n, as in cuda-convnet's released code and Caffe.
   """
-  half = n // 2
-  sums = jax.lax.reduce_window(
-    jnp.square(x),
-    jnp.array(0, x.dtype),
-    jax.lax.add,
-    window_dimensions=(1,) * (x.ndim - 1) + (n,),
-    window_strides=(1,) * x.ndim,
-    padding=((0, 0),) * (x.ndim - 1) + ((half, n - 1 - half),),
-  )
+  half, maps = n // 2, x.shape[-1]
+  squares = jnp.pad(jnp.square(x), ((0, 0),) * (x.ndim - 1) + ((half, n - 1 - half),))
+  sums = sum(squares[..., i : i + maps] for i in range(n))
   scale = alpha / n if alpha_over_n else alpha
   return x / jnp.power(k + scale * sums, beta)
 
@@ -178,7 +173,7 @@ class ColumnNet(nn.Module):
         x = local_response_norm(x, **self.lrn)
       if layer["pool"]:
         window, stride = (self.pool["window"],) * 2, (self.pool["stride"],) * 2
-        x = nn.max_pool(x, window, strides=stride, padding="VALID")
+        x = POOLS[layer["pool"]](x, window, strides=stride, padding="VALID")
     x = _merge_columns(x)
     x = x.reshape(x.shape[0], -1)
     sizes = (*self.dense, self.num_classes)
@@ -199,6 +194,11 @@ def create_model(config: ml_collections.ConfigDict) -> ColumnNet:
       raise ValueError(
         f"config.model.columns={m.columns} does not divide a layer's {features} kernels/neurons"
         f" (layer {layer!r}); use a multiple of {m.columns}."
+      )
+  for layer in m.conv:
+    if layer["pool"] and layer["pool"] not in POOLS:
+      raise ValueError(
+        f"config.model.conv {layer['name']}: pool={layer['pool']!r}; use {list(POOLS)}."
       )
   if m.activation not in ACTIVATIONS:
     raise ValueError(f"config.model.activation={m.activation!r}; choose from {list(ACTIVATIONS)}.")

@@ -9,10 +9,10 @@ import optax
 
 
 def paper_sgd(
-    learning_rate: float | optax.Schedule,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    decay_mask: Callable | None = None,
+  learning_rate: float | optax.Schedule,
+  momentum: float = 0.9,
+  weight_decay: float = 5e-4,
+  decay_mask: Callable | None = None,
 ) -> optax.GradientTransformation:
   """v <- momentum * v - weight_decay * lr * w - lr * grad;  w <- w + v.
 
@@ -21,9 +21,9 @@ def paper_sgd(
   `decay_mask` (a pytree of bools or a function of the params) selects the decayed parameters.
   """
   return optax.chain(
-      optax.add_decayed_weights(weight_decay, mask=decay_mask),
-      optax.scale_by_learning_rate(learning_rate),
-      optax.trace(decay=momentum),
+    optax.add_decayed_weights(weight_decay, mask=decay_mask),
+    optax.scale_by_learning_rate(learning_rate),
+    optax.trace(decay=momentum),
   )
 
 
@@ -39,10 +39,10 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
   `learning_rate_fn` and the plateau factor, so the rate is part of the optimizer state.
   """
   return optax.inject_hyperparams(paper_sgd, static_args="decay_mask")(
-      learning_rate=config.learning_rate,
-      momentum=config.momentum,
-      weight_decay=config.weight_decay,
-      decay_mask=None if config.decay_biases else weights_only,
+    learning_rate=config.learning_rate,
+    momentum=config.momentum,
+    weight_decay=config.weight_decay,
+    decay_mask=None if config.decay_biases else weights_only,
   )
 
 
@@ -54,7 +54,7 @@ def learning_rate_fn(config: ml_collections.ConfigDict, steps_per_epoch: int) ->
     boundaries = {int(e * steps_per_epoch): config.lr_drop_factor for e in config.lr_step_epochs}
     return optax.piecewise_constant_schedule(config.learning_rate, boundaries)
   raise ValueError(
-      f"config.lr_schedule={config.lr_schedule!r}; choose 'plateau', 'step' or 'constant'."
+    f"config.lr_schedule={config.lr_schedule!r}; choose 'plateau', 'step' or 'constant'."
   )
 
 
@@ -77,10 +77,10 @@ class Plateau:
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "Plateau":
     return cls(
-        patience=config.plateau_patience,
-        min_delta=config.plateau_min_delta,
-        factor=config.lr_drop_factor,
-        max_drops=config.max_lr_drops if config.lr_schedule == "plateau" else 0,
+      patience=config.plateau_patience,
+      min_delta=config.plateau_min_delta,
+      factor=config.lr_drop_factor,
+      max_drops=config.max_lr_drops if config.lr_schedule == "plateau" else 0,
     )
 
   def update(self, error: float) -> bool:

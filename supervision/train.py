@@ -38,17 +38,17 @@ def step_keys(state: TrainState) -> tuple[jax.Array, jax.Array]:
 
 
 def create_train_state(
-    config: ml_collections.ConfigDict, model: models.ColumnNet, tx: optax.GradientTransformation
+  config: ml_collections.ConfigDict, model: models.ColumnNet, tx: optax.GradientTransformation
 ) -> TrainState:
   """Initial state from `config.seed` (Section 5's initialization is in the model)."""
   key = jax.random.key(config.seed)
   images = jnp.zeros((1, config.crop_size, config.crop_size, 3), jnp.float32)
   params = model.init(jax.random.fold_in(key, -1), images)["params"]
   return TrainState(
-      step=jnp.zeros((), jnp.int32),
-      params=params,
-      opt_state=tx.init(params),
-      rng=jax.random.key_data(key),
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=tx.init(params),
+    rng=jax.random.key_data(key),
   )
 
 
@@ -57,22 +57,22 @@ def classification_metrics(log_probs: jax.Array, labels: jax.Array) -> dict[str,
   loss = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
   top5 = jax.lax.top_k(log_probs, min(5, log_probs.shape[-1]))[1]
   return dict(
-      loss=loss,
-      top1_error=(top5[:, 0] != labels).astype(jnp.float32),
-      top5_error=jnp.all(top5 != labels[:, None], axis=-1).astype(jnp.float32),
+    loss=loss,
+    top1_error=(top5[:, 0] != labels).astype(jnp.float32),
+    top5_error=jnp.all(top5 != labels[:, None], axis=-1).astype(jnp.float32),
   )
 
 
 def train_step(
-    state: TrainState,
-    batch: dict[str, jax.Array],
-    data_stats: dict[str, jax.Array],
-    lr_scale: jax.Array,
-    *,
-    model: models.ColumnNet,
-    tx: optax.GradientTransformation,
-    lr_fn: optax.Schedule,
-    config: ml_collections.ConfigDict,
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  data_stats: dict[str, jax.Array],
+  lr_scale: jax.Array,
+  *,
+  model: models.ColumnNet,
+  tx: optax.GradientTransformation,
+  lr_fn: optax.Schedule,
+  config: ml_collections.ConfigDict,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SGD step on a batch of uint8 images: augment, forward, backward, update."""
   aug_key, dropout_key = step_keys(state)
@@ -89,20 +89,20 @@ def train_step(
   opt_state = state.opt_state._replace(hyperparams=hyperparams)
   updates, opt_state = tx.update(grads, opt_state, state.params)
   state = state.replace(
-      step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
+    step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
   )
   metrics = {k: v.mean() for k, v in metrics.items()}
   return state, dict(metrics, learning_rate=lr)
 
 
 def eval_step(
-    params: Any,
-    batch: dict[str, jax.Array],
-    data_stats: dict[str, jax.Array],
-    *,
-    model: models.ColumnNet,
-    config: ml_collections.ConfigDict,
-    ten_views: bool,
+  params: Any,
+  batch: dict[str, jax.Array],
+  data_stats: dict[str, jax.Array],
+  *,
+  model: models.ColumnNet,
+  config: ml_collections.ConfigDict,
+  ten_views: bool,
 ) -> dict[str, jax.Array]:
   """Sums of the metrics over the unmasked examples; ten_views averages the softmax of 10 views."""
   if ten_views:
@@ -142,22 +142,22 @@ class Trainer:
     with jax.set_mesh(self.mesh):
       self.init_state = jax.jit(init, out_shardings=self.state_shardings)
       self.train_step = jax.jit(
-          functools.partial(
-              train_step, model=self.model, tx=self.tx, lr_fn=self.lr_fn, config=config
-          ),
-          donate_argnums=0,
+        functools.partial(
+          train_step, model=self.model, tx=self.tx, lr_fn=self.lr_fn, config=config
+        ),
+        donate_argnums=0,
       )
       self.eval_steps = {
-          ten: jax.jit(functools.partial(eval_step, model=self.model, config=config, ten_views=ten))
-          for ten in (False, True)
+        ten: jax.jit(functools.partial(eval_step, model=self.model, config=config, ten_views=ten))
+        for ten in (False, True)
       }
 
   def abstract_state(self) -> TrainState:
     """Shapes, dtypes and shardings of the train state, for restoring checkpoints."""
     return jax.tree.map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-        jax.eval_shape(self.init_state),
-        self.state_shardings,
+      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+      jax.eval_shape(self.init_state),
+      self.state_shardings,
     )
 
   def evaluate(self, params: Any, ten_views: bool = False) -> dict[str, float]:
@@ -168,7 +168,9 @@ class Trainer:
       if i == self.config.num_eval_batches:
         break
       with jax.set_mesh(self.mesh):
-        sums = self.eval_steps[ten_views](params, sharding.to_global(self.mesh, batch), self.data_stats)
+        sums = self.eval_steps[ten_views](
+          params, sharding.to_global(self.mesh, batch), self.data_stats
+        )
       for k, v in jax.device_get(sums).items():
         totals[k] = totals.get(k, 0.0) + float(v)
     count = totals.pop("count")
@@ -179,7 +181,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Errors a run would otherwise meet after compilation, naming the key and value."""
   if config.crop_size > config.image_size:
     raise ValueError(
-        f"config.crop_size={config.crop_size} is larger than config.image_size={config.image_size}."
+      f"config.crop_size={config.crop_size} is larger than config.image_size={config.image_size}."
     )
   for key in ("batch_size", "log_every_steps", "checkpoint_every_steps"):
     if config[key] <= 0:
@@ -199,7 +201,7 @@ class _Stop:
 
 
 def _device_batches(
-    trainer: Trainer, it: Iterator, prefetch: int = 2
+  trainer: Trainer, it: Iterator, prefetch: int = 2
 ) -> Iterator[tuple[dict, Any]]:
   """Global device batches with the iterator state after each, a few batches ahead."""
   queue = []
@@ -263,8 +265,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       summary = _mean(jax.device_get(pending))
       if not all(np.isfinite(v) for v in summary.values()):
         raise FloatingPointError(
-            f"Non-finite training loss at step {step} ({summary}); stopping. The last good "
-            f"checkpoint in {manager.directory} is kept: lower config.learning_rate or check the data."
+          f"Non-finite training loss at step {step} ({summary}); stopping. The last good "
+          f"checkpoint in {manager.directory} is kept: lower config.learning_rate or check the data."
         )
       elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
       summary["images_per_second"] = len(pending) * config.batch_size / elapsed
@@ -326,4 +328,3 @@ def _mean(metrics: list[dict[str, Any]]) -> dict[str, float]:
 
 def _format(results: dict[str, float]) -> str:
   return ", ".join(f"{k} {v:.4f}" if k != "count" else f"{k} {int(v)}" for k, v in results.items())
-
