@@ -15,7 +15,7 @@ import ml_collections
 VARIANTS = ("one_column", "no_lrn", "non_overlapping_pool", "six_conv", "tanh")
 
 
-def conv(name, features, kernel, stride=1, padding="SAME", reads="own", lrn=False, pool=False):
+def conv(name, features, kernel, stride=1, padding="SAME", reads="own", lrn=False, pool=""):
   """One convolutional layer of the layer table (see `supervision.models`)."""
   return dict(
     name=name,
@@ -55,15 +55,16 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   m.lrn = ml_collections.ConfigDict(dict(k=2.0, n=5, alpha=1e-4, beta=0.75, alpha_over_n=False))
   m.pool = ml_collections.ConfigDict(dict(window=3, stride=2))  # overlapping pooling, Section 3.4
   # `features` counts the kernels of both columns together; `reads` is which maps of the layer
-  # below each column sees: "own" (its own column) or "all" (both columns). conv1 has total
+  # below each column sees: "own" (its own column) or "all" (both columns); `pool` is "max",
+  # "avg" or "" (none). conv1 has total
   # padding 3 (0 before, 3 after), which is what cuda-convnet's rounding of 1 + ceil((224 - 11) / 4)
   # output positions amounts to, so 224 gives 55.
   m.conv = (
-    conv("conv1", 96, 11, stride=4, padding=((0, 3), (0, 3)), reads="all", lrn=True, pool=True),
-    conv("conv2", 256, 5, lrn=True, pool=True),
+    conv("conv1", 96, 11, stride=4, padding=((0, 3), (0, 3)), reads="all", lrn=True, pool="max"),
+    conv("conv2", 256, 5, lrn=True, pool="max"),
     conv("conv3", 384, 3, reads="all"),
     conv("conv4", 384, 3),
-    conv("conv5", 256, 3, pool=True),
+    conv("conv5", 256, 3, pool="max"),
   )
   m.dense = (4096, 4096)  # fc6, fc7; fc8 has num_classes outputs
   m.dropout_rate = 0.5  # on the outputs of fc6 and fc7 (Section 4.2)
@@ -81,7 +82,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.decay_biases = False  # cuda-convnet decayed weights only; the paper says "weight w"
   config.lr_schedule = "plateau"  # "plateau" (the paper), "step" or "constant"
   config.lr_drop_factor = 0.1
-  config.plateau_patience = 1  # evaluations without improvement before dividing the lr by 10
+  config.plateau_patience = 3  # evaluations without improvement before dividing the lr by 10
   config.plateau_min_delta = 1e-3  # improvement of the validation error that counts
   config.max_lr_drops = 3
   config.lr_step_epochs = (30, 60, 80)  # for lr_schedule = "step"
@@ -93,13 +94,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
   config.num_eval_batches = -1  # -1: the whole eval split
+  config.eval_checkpoint_step = -1  # --mode=eval restores this step; -1: the latest
 
-  # Parallelism (Section 3.2): the paper's two GPUs are the mesh axis "model" of size 2; "data"
-  # splits the batch (-1: all devices that "model" leaves). Parameters and optimizer-state
-  # leaves whose key path matches column_params have a leading column axis, split over "model".
-  config.mesh = ml_collections.ConfigDict(
-    dict(data=-1, model=1, column_params=r"(^|/)(kernel|bias)$")
-  )
+  # Parallelism (Section 3.2): the paper's two GPUs are the mesh axis "model" of size 2
+  # (column c on model-device c); "data" splits the batch (-1: all devices "model" leaves).
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
   # Multi-host runs: every process gets the same coordinator "host:port", the process count
   # and its own id. An empty address means a single process.
   config.distributed = ml_collections.ConfigDict(

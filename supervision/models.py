@@ -23,6 +23,7 @@ from jax.sharding import PartitionSpec as P
 MODEL_AXIS = "model"
 DATA_AXIS = "data"
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
+POOLS = {"max": nn.max_pool, "avg": nn.avg_pool}
 
 
 def local_response_norm(
@@ -33,15 +34,9 @@ def local_response_norm(
   The sum runs over the n adjacent kernel maps, clipped at the first and last map. With
   `alpha_over_n` alpha is divided by n, as in cuda-convnet's released code and Caffe.
   """
-  half = n // 2
-  sums = jax.lax.reduce_window(
-    jnp.square(x),
-    jnp.array(0, x.dtype),
-    jax.lax.add,
-    window_dimensions=(1,) * (x.ndim - 1) + (n,),
-    window_strides=(1,) * x.ndim,
-    padding=((0, 0),) * (x.ndim - 1) + ((half, n - 1 - half),),
-  )
+  half, maps = n // 2, x.shape[-1]
+  squares = jnp.pad(jnp.square(x), ((0, 0),) * (x.ndim - 1) + ((half, n - 1 - half),))
+  sums = sum(squares[..., i : i + maps] for i in range(n))
   scale = alpha / n if alpha_over_n else alpha
   return x / jnp.power(k + scale * sums, beta)
 
@@ -66,7 +61,8 @@ def _column_map(fn: Callable, x: jax.Array, kernel: jax.Array, bias: jax.Array, 
 
   if not sharded:
     return per_column(x, kernel, bias)
-  batch = DATA_AXIS if DATA_AXIS in mesh.axis_names else None
+  data, rows = mesh.shape.get(DATA_AXIS), x.shape[0 if reads == "image" else 1]
+  batch = DATA_AXIS if data and rows % data == 0 else None  # e.g. not the 1 image of init
   x_spec = P(batch) if reads == "image" else P(MODEL_AXIS, batch)
   return jax.shard_map(
     per_column, in_specs=(x_spec, P(MODEL_AXIS), P(MODEL_AXIS)), out_specs=P(MODEL_AXIS, batch)
@@ -187,7 +183,7 @@ class ColumnNet(nn.Module):
         x = local_response_norm(x, **self.lrn)
       if layer["pool"]:
         window, stride = (self.pool["window"],) * 2, (self.pool["stride"],) * 2
-        x = nn.max_pool(x, window, strides=stride, padding="VALID")
+        x = POOLS[layer["pool"]](x, window, strides=stride, padding="VALID")
     sizes = (*self.dense, self.num_classes)
     for i, (name, features) in enumerate(zip(self.dense_names(), sizes, strict=True)):
       x = ColumnDense(features, self.columns, name=name, **self._inits(name))(x)
@@ -205,6 +201,11 @@ def create_model(config: ml_collections.ConfigDict) -> ColumnNet:
       raise ValueError(
         f"config.model.columns={m.columns} does not divide a layer's {features} kernels/neurons"
         f" (layer {layer!r}); use a multiple of {m.columns}."
+      )
+  for layer in m.conv:
+    if layer["pool"] and layer["pool"] not in POOLS:
+      raise ValueError(
+        f"config.model.conv {layer['name']}: pool={layer['pool']!r}; use {list(POOLS)}."
       )
   if m.activation not in ACTIVATIONS:
     raise ValueError(f"config.model.activation={m.activation!r}; choose from {list(ACTIVATIONS)}.")

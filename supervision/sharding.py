@@ -2,8 +2,9 @@
 
 The mesh has axes ("data", "model"). Column c of every layer (kernels, biases, activations)
 lives on model-device c; the batch is split over "data". Parameters and optimizer state are
-placed by one rule: a leaf whose key path matches `config.mesh.column_params` has a leading
-column axis, split over "model"; every other leaf is replicated. Which layers talk across
+placed by one rule: a leaf whose key path ends in a column layer's "kernel" or "bias" (the
+parameters, and the optimizer state that mirrors them) has a leading column axis, split over
+"model"; every other leaf is replicated. Which layers talk across
 "model" is decided by the model itself (`supervision.models`): only conv3 and the FC layers.
 """
 
@@ -17,6 +18,8 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from supervision.models import DATA_AXIS, MODEL_AXIS
+
+COLUMN_PARAMS = r"(^|/)(kernel|bias)$"  # key paths of leaves with a leading column axis
 
 
 def initialize_distributed(config: ml_collections.ConfigDict) -> None:
@@ -75,17 +78,16 @@ def path_str(path) -> str:
   return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
-def state_shardings(tree, mesh: Mesh, config: ml_collections.ConfigDict):
+def state_shardings(mesh: Mesh, tree):
   """NamedShardings for a (possibly abstract) pytree of parameters or a whole train state.
 
-  Leaves whose key path matches `config.mesh.column_params` are split over "model" along
-  their leading column axis, the rest is replicated. Optimizer state mirrors the parameters'
-  key paths, so it is sharded like them. Use with `jax.eval_shape` and
-  `jax.jit(init, out_shardings=...)`.
+  Leaves whose key path matches `COLUMN_PARAMS` are split over "model" along their leading
+  column axis, the rest is replicated. Optimizer state mirrors the parameters' key paths, so
+  it is sharded like them. Use with `jax.eval_shape` and `jax.jit(init, out_shardings=...)`.
   """
 
   def sharding(path, leaf):
-    column = re.search(config.mesh.column_params, path_str(path))
+    column = re.search(COLUMN_PARAMS, path_str(path))
     return NamedSharding(mesh, P(MODEL_AXIS) if column else P())
 
   return jax.tree.map_with_path(sharding, tree)
@@ -96,10 +98,19 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def global_batch(host_batch, mesh: Mesh):
-  """Assembles each process's part of the batch (numpy arrays) into global jax.Arrays."""
+def to_global(mesh: Mesh, host_batch):
+  """Assembles each process's part of the batch (numpy arrays) into global jax.Arrays.
+
+  A process holds the rows of the devices it owns along "data" (all rows when "data" does not
+  span processes); the global batch is their concatenation in process order.
+  """
   sharding = batch_sharding(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), host_batch)
+
+
+def replicate(mesh: Mesh, tree):
+  """`tree` on every device of `mesh` (e.g. dataset statistics)."""
+  return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
 def bytes_per_device(tree, shardings=None) -> dict:

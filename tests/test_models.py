@@ -78,6 +78,15 @@ def test_lrn_equals_the_formula(alpha_over_n):
   # The two conventions really differ on these values (alpha is not divided by n in the paper).
   other = lrn_reference(a, **{**lrn, "alpha_over_n": not alpha_over_n})
   assert np.abs(np.asarray(got) - other).max() > 1e-3
+  # Differentiable, and its gradient is the reference's (central differences, float64).
+  grad = jax.grad(lambda a: models.local_response_norm(a, **lrn)[0, 0, 0, 3])(jnp.asarray(a))
+  eps, a64 = 1e-3, a.astype(np.float64)
+  for j in (1, 3, 5, 6):
+    up, down = a64.copy(), a64.copy()
+    up[0, 0, 0, j] += eps
+    down[0, 0, 0, j] -= eps
+    fd = (lrn_reference(up, **lrn) - lrn_reference(down, **lrn))[0, 0, 0, 3] / (2 * eps)
+    np.testing.assert_allclose(grad[0, 0, 0, j], fd, rtol=1e-3, atol=1e-7)
 
 
 def column_layer(name):

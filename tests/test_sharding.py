@@ -38,20 +38,30 @@ def batch(config, seed=0):
   return images.astype(np.float32), labels.astype(np.int32)
 
 
-def init_params(config, mesh):
-  """Parameters from seed 0, created directly with their shardings on `mesh`."""
-  model = models.create_model(config)
+@pytest.fixture(scope="module")
+def initial_params():
+  """Random parameters of `small_config` (numpy draws: compiling JAX's RNG costs seconds)."""
+  config = small_config()
   images = jnp.zeros((1, config.crop_size, config.crop_size, 3))
-  init = lambda rng: model.init(rng, images)["params"]  # noqa: E731
-  shardings = sharding.state_shardings(jax.eval_shape(init, jax.random.key(0)), mesh, config)
-  with jax.set_mesh(mesh):
-    return jax.jit(init, out_shardings=shardings)(jax.random.key(0))
+  shapes = jax.eval_shape(models.create_model(config).init, jax.random.key(0), images)["params"]
+  rng = np.random.default_rng(0)
+  return jax.tree.map(lambda x: 0.05 * rng.standard_normal(x.shape, np.float32), shapes)
 
 
-def test_column_c_lives_on_model_device_c():
+def place(mesh, params):
+  return jax.device_put(params, sharding.state_shardings(mesh, params))
+
+
+@pytest.fixture(scope="module")
+def two_columns(initial_params):
+  """The small config on a (1, 2) mesh, and its parameters placed there."""
   config = small_config(1, 2)
   mesh = mesh_for(config)
-  params = init_params(config, mesh)
+  return config, mesh, place(mesh, initial_params)
+
+
+def test_column_c_lives_on_model_device_c(two_columns):
+  _, mesh, params = two_columns
   for path, param in jax.tree.leaves_with_path(params):
     assert len(param.addressable_shards) == 2, path
     for shard in param.addressable_shards:
@@ -73,7 +83,7 @@ def test_each_model_device_holds_half_of_alexnet():
     return dict(params=params, opt_state=optimizer.init(params))
 
   state = jax.eval_shape(init, jax.random.key(0))
-  shardings = sharding.state_shardings(state, mesh, config)
+  shardings = sharding.state_shardings(mesh, state)
   for name in state:
     total = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state[name]))
     per_device = sharding.bytes_per_device(state[name], shardings[name])
@@ -81,9 +91,8 @@ def test_each_model_device_holds_half_of_alexnet():
     assert max(per_device.values()) <= 0.55 * total, (name, per_device, total)
 
 
-def test_bytes_per_device_of_real_arrays():
-  config = small_config(1, 2)
-  params = init_params(config, mesh_for(config))
+def test_bytes_per_device_of_real_arrays(two_columns):
+  params = two_columns[2]
   total = sum(x.nbytes for x in jax.tree.leaves(params))
   assert sorted(sharding.bytes_per_device(params).values()) == [total // 2] * 2
 
@@ -125,12 +134,10 @@ def layer_of(collective: str) -> str:
 
 
 @pytest.mark.parametrize("train", [False, True])
-def test_columns_talk_only_at_conv3_and_the_fc_layers(train):
-  config = small_config(1, 2)
-  mesh = mesh_for(config)
+def test_columns_talk_only_at_conv3_and_the_fc_layers(train, two_columns):
+  config, mesh, params = two_columns
   model = models.create_model(config)
-  params = init_params(config, mesh)
-  images, _ = sharding.global_batch(batch(config), mesh)
+  images, _ = sharding.to_global(mesh, batch(config))
 
   def forward(params, images):
     rngs = {"dropout": jax.random.key(1)}
@@ -147,12 +154,12 @@ def test_columns_talk_only_at_conv3_and_the_fc_layers(train):
   assert sorted(gathers) == ["conv3", "fc6", "fc7", "fc8"], report
 
 
-def sgd_run(config, steps=3):
+def sgd_run(config, params, steps=3):
   """Eval logits, train logits and loss of step 0, and parameters after `steps` SGD steps."""
   mesh = mesh_for(config)
   model = models.create_model(config)
-  params = init_params(config, mesh)
-  images, labels = sharding.global_batch(batch(config), mesh)
+  params = place(mesh, params)
+  images, labels = sharding.to_global(mesh, batch(config))
 
   def loss_fn(params, images, labels, step):
     rngs = {"dropout": jax.random.fold_in(jax.random.key(1), step)}
@@ -174,15 +181,18 @@ def sgd_run(config, steps=3):
 
 
 @pytest.fixture(scope="module")
-def unsharded_run():
-  return sgd_run(small_config(1, 1))
+def unsharded_run(initial_params):
+  return sgd_run(small_config(1, 1), initial_params)
 
 
 @pytest.mark.parametrize("data,model", MESHES[1:])
-def test_meshes_compute_the_same(data, model, unsharded_run):
+def test_meshes_compute_the_same(data, model, unsharded_run, initial_params):
   assert jax.config.jax_threefry_partitionable  # dropout masks independent of the mesh
-  got = sgd_run(small_config(data, model))
-  for name, a, b in zip(["eval logits", "train logits", "loss"], unsharded_run, got, strict=False):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
-  for (path, a), b in zip(jax.tree.leaves_with_path(unsharded_run[3]), jax.tree.leaves(got[3])):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+  got = sgd_run(small_config(data, model), initial_params)
+  names = dict(enumerate(["eval logits", "train logits", "loss", "params after 3 steps"]))
+
+  def check(path, a, b):
+    where = f"{names[path[0].idx]}{jax.tree_util.keystr(path[1:])}"
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=where)
+
+  jax.tree.map_with_path(check, unsharded_run, got)

@@ -1,0 +1,330 @@
+"""Section 5 of the paper as the main job: train, evaluate, checkpoint, resume."""
+
+import functools
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+from clu import metric_writers
+
+from supervision import checkpoint, input_pipeline, models, optim, preprocessing, sharding, stats
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a train step changes. `rng` is the key data of the run's base key."""
+
+  step: jax.Array
+  params: Any
+  opt_state: optax.OptState
+  rng: jax.Array
+
+
+def step_keys(state: TrainState) -> tuple[jax.Array, jax.Array]:
+  """The (augmentation, dropout) keys of this step, derived from (seed, step)."""
+  key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  return tuple(jax.random.split(key))
+
+
+def create_train_state(
+  config: ml_collections.ConfigDict, model: models.ColumnNet, tx: optax.GradientTransformation
+) -> TrainState:
+  """Initial state from `config.seed` (Section 5's initialization is in the model)."""
+  key = jax.random.key(config.seed)
+  images = jnp.zeros((1, config.crop_size, config.crop_size, 3), jnp.float32)
+  params = model.init(jax.random.fold_in(key, -1), images)["params"]
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=tx.init(params),
+    rng=jax.random.key_data(key),
+  )
+
+
+def classification_metrics(log_probs: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+  """Per-example loss (multinomial logistic regression), top-1 and top-5 errors."""
+  loss = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+  top5 = jax.lax.top_k(log_probs, min(5, log_probs.shape[-1]))[1]
+  return dict(
+    loss=loss,
+    top1_error=(top5[:, 0] != labels).astype(jnp.float32),
+    top5_error=jnp.all(top5 != labels[:, None], axis=-1).astype(jnp.float32),
+  )
+
+
+def train_step(
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  data_stats: dict[str, jax.Array],
+  lr_scale: jax.Array,
+  *,
+  model: models.ColumnNet,
+  tx: optax.GradientTransformation,
+  lr_fn: optax.Schedule,
+  config: ml_collections.ConfigDict,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One SGD step on a batch of uint8 images: augment, forward, backward, update."""
+  aug_key, dropout_key = step_keys(state)
+  images = preprocessing.train_views(aug_key, batch["image"], data_stats, config)
+
+  def loss_fn(params):
+    logits = model.apply({"params": params}, images, train=True, rngs={"dropout": dropout_key})
+    metrics = classification_metrics(jax.nn.log_softmax(logits), batch["label"])
+    return metrics["loss"].mean(), metrics
+
+  grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+  lr = lr_fn(state.step) * lr_scale
+  hyperparams = dict(state.opt_state.hyperparams, learning_rate=lr)
+  opt_state = state.opt_state._replace(hyperparams=hyperparams)
+  updates, opt_state = tx.update(grads, opt_state, state.params)
+  state = state.replace(
+    step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
+  )
+  metrics = {k: v.mean() for k, v in metrics.items()}
+  return state, dict(metrics, learning_rate=lr)
+
+
+def eval_step(
+  params: Any,
+  batch: dict[str, jax.Array],
+  data_stats: dict[str, jax.Array],
+  *,
+  model: models.ColumnNet,
+  config: ml_collections.ConfigDict,
+  ten_views: bool,
+) -> dict[str, jax.Array]:
+  """Sums of the metrics over the unmasked examples; ten_views averages the softmax of 10 views."""
+  if ten_views:
+    views = preprocessing.ten_views(batch["image"], data_stats, config)
+    b, v = views.shape[:2]
+    logits = model.apply({"params": params}, views.reshape(b * v, *views.shape[2:]))
+    probs = jax.nn.softmax(logits).reshape(b, v, -1).mean(axis=1)
+    log_probs = jnp.log(probs)
+  else:
+    images = preprocessing.center_view(batch["image"], data_stats, config)
+    log_probs = jax.nn.log_softmax(model.apply({"params": params}, images))
+  metrics = classification_metrics(log_probs, batch["label"])
+  mask = batch["mask"].astype(jnp.float32)
+  sums = {k: (v * mask).sum() for k, v in metrics.items()}
+  return dict(sums, count=mask.sum())
+
+
+class Trainer:
+  """The model, optimizer, mesh, statistics and compiled steps of one configuration."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    validate_config(config)
+    self.config = config
+    self.mesh = sharding.create_mesh(config)
+    self.sizes = input_pipeline.dataset_sizes(config)
+    self.steps_per_epoch = self.sizes["train"] // config.batch_size
+    if config.num_train_steps > 0:
+      self.num_steps = config.num_train_steps
+    else:
+      self.num_steps = config.num_epochs * self.steps_per_epoch
+    self.model = models.create_model(config)
+    self.tx = optim.create_optimizer(config)
+    self.lr_fn = optim.learning_rate_fn(config, self.steps_per_epoch)
+    self.data_stats = sharding.replicate(self.mesh, stats.load_or_compute_stats(config, workdir))
+    init = functools.partial(create_train_state, config, self.model, self.tx)
+    self.state_shardings = sharding.state_shardings(self.mesh, jax.eval_shape(init))
+    with jax.set_mesh(self.mesh):
+      self.init_state = jax.jit(init, out_shardings=self.state_shardings)
+      self.train_step = jax.jit(
+        functools.partial(
+          train_step, model=self.model, tx=self.tx, lr_fn=self.lr_fn, config=config
+        ),
+        donate_argnums=0,
+      )
+      self.eval_steps = {
+        ten: jax.jit(functools.partial(eval_step, model=self.model, config=config, ten_views=ten))
+        for ten in (False, True)
+      }
+
+  def abstract_state(self) -> TrainState:
+    """Shapes, dtypes and shardings of the train state, for restoring checkpoints."""
+    return jax.tree.map(
+      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+      jax.eval_shape(self.init_state),
+      self.state_shardings,
+    )
+
+  def evaluate(self, params: Any, ten_views: bool = False) -> dict[str, float]:
+    """Top-1/top-5 error and loss over the whole eval split (each example exactly once)."""
+    totals: dict[str, float] = {}
+    batches = input_pipeline.create_eval_iter(self.config)
+    for i, batch in enumerate(batches):
+      if i == self.config.num_eval_batches:
+        break
+      with jax.set_mesh(self.mesh):
+        sums = self.eval_steps[ten_views](
+          params, sharding.to_global(self.mesh, batch), self.data_stats
+        )
+      for k, v in jax.device_get(sums).items():
+        totals[k] = totals.get(k, 0.0) + float(v)
+    count = totals.pop("count")
+    return {k: v / count for k, v in totals.items()} | {"count": count}
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Errors a run would otherwise meet after compilation, naming the key and value."""
+  if config.crop_size > config.image_size:
+    raise ValueError(
+      f"config.crop_size={config.crop_size} is larger than config.image_size={config.image_size}."
+    )
+  for key in ("batch_size", "log_every_steps", "checkpoint_every_steps"):
+    if config[key] <= 0:
+      raise ValueError(f"config.{key}={config[key]} must be positive.")
+
+
+class _Stop:
+  """Remembers a SIGTERM/SIGINT so that the loop can finish its step and save."""
+
+  def __init__(self):
+    self.signal = None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    self.signal = signal.Signals(signum).name
+
+
+def _device_batches(
+  trainer: Trainer, it: Iterator, prefetch: int = 2
+) -> Iterator[tuple[dict, Any]]:
+  """Global device batches with the iterator state after each, a few batches ahead."""
+  queue = []
+  for batch in it:
+    queue.append((sharding.to_global(trainer.mesh, batch), it.get_state()))
+    if len(queue) > prefetch:
+      yield queue.pop(0)
+  yield from queue
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains from scratch or from the latest checkpoint in `workdir`; returns the final eval."""
+  Path(workdir).mkdir(parents=True, exist_ok=True)
+  trainer = Trainer(config, workdir)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  metrics_file = Path(workdir) / "metrics.jsonl"
+  manager = checkpoint.create_manager(workdir, config)
+  plateau = optim.Plateau.from_config(config)
+  train_iter = input_pipeline.create_train_iter(config)
+
+  restored = checkpoint.restore(manager, trainer.abstract_state(), train_iter)
+  if restored is None:
+    state = trainer.init_state()
+  else:
+    state, meta = restored
+    plateau = optim.Plateau(**meta["plateau"])
+  start = int(state.step)
+  logging.info(
+      "Mesh %s on %d device(s); %d train / %d eval images, %d classes; %d steps of %d; "
+      "checkpoints in %s%s.",
+      dict(trainer.mesh.shape), jax.device_count(), trainer.sizes["train"],
+      trainer.sizes["eval"], config.num_classes, trainer.num_steps, config.batch_size,
+      manager.directory, f", resumed at step {start}" if start else "",
+  )  # fmt: skip
+
+  def log(step, metrics):
+    writer.write_scalars(step, metrics)
+    if jax.process_index() == 0:
+      with metrics_file.open("a") as f:
+        f.write(json.dumps(dict(step=step, **metrics)) + "\n")
+
+  def save(step, iter_state, eval_error=None):
+    checkpoint.save(manager, state, iter_state, dict(plateau=vars(plateau)), eval_error)
+
+  stop = _Stop()
+  eval_every = config.eval_every_steps if config.eval_every_steps > 0 else trainer.steps_per_epoch
+  batches = _device_batches(trainer, train_iter)
+  pending, iter_state, bar, t0 = [], None, None, time.perf_counter()
+  for step in range(start + 1, trainer.num_steps + 1):
+    if bar is None:
+      epoch = (step - 1) // trainer.steps_per_epoch + 1
+      bar = tqdm.tqdm(total=trainer.steps_per_epoch, desc=f"epoch {epoch}", unit="step")
+      bar.update((step - 1) % trainer.steps_per_epoch)
+    batch, iter_state = next(batches)
+    with jax.set_mesh(trainer.mesh):
+      state, metrics = trainer.train_step(state, batch, trainer.data_stats, plateau.scale)
+    pending.append(metrics)
+    bar.update()
+    last = step == trainer.num_steps
+    if step % config.log_every_steps == 0 or last or stop.signal:
+      summary = _mean(jax.device_get(pending))
+      if not all(np.isfinite(v) for v in summary.values()):
+        raise FloatingPointError(
+          f"Non-finite training loss at step {step} ({summary}); stopping. The last good "
+          f"checkpoint in {manager.directory} is kept: lower config.learning_rate or check the data."
+        )
+      elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
+      summary["images_per_second"] = len(pending) * config.batch_size / elapsed
+      bar.set_postfix(loss=summary["loss"], error=summary["top1_error"], refresh=False)
+      log(step, summary)
+      pending = []
+    eval_error = None
+    if step % eval_every == 0 or last:
+      results = trainer.evaluate(state.params)
+      eval_error = results["top1_error"]
+      if plateau.update(eval_error):
+        logging.info("Validation error stopped improving: learning rate x%g.", plateau.scale)
+      logging.info("Eval at step %d: %s", step, _format(results))
+      log(step, {f"eval_{k}": v for k, v in results.items()})
+      t0 = time.perf_counter()
+    if step % config.checkpoint_every_steps == 0 or last or stop.signal or eval_error is not None:
+      save(step, iter_state, eval_error)
+    if step % trainer.steps_per_epoch == 0 or last:
+      bar.close()
+      bar = None
+    if stop.signal:
+      manager.wait_until_finished()
+      logging.info("Stopped by %s after step %d; checkpoint saved.", stop.signal, step)
+      print(f"Stopped by {stop.signal} after step {step}; checkpoint saved in {workdir}.")
+      return {}
+  manager.wait_until_finished()
+  final = evaluate_views(trainer, state.params, workdir, step=int(state.step))
+  writer.close()
+  return final
+
+
+def evaluate_views(trainer: Trainer, params: Any, workdir: str, step: int) -> dict[str, float]:
+  """Central-crop and 10-view evaluation, logged and written to `workdir/eval_results.json`."""
+  results = {}
+  for ten_views, name in ((False, "center"), (True, "ten_views")):
+    results[name] = trainer.evaluate(params, ten_views=ten_views)
+    logging.info("Eval (%s) at step %d: %s", name, step, _format(results[name]))
+  if jax.process_index() == 0:
+    path = Path(workdir) / "eval_results.json"
+    path.write_text(json.dumps(dict(step=step, **results), indent=2) + "\n")
+  return results
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """`--mode=eval`: restores a checkpoint of `workdir` and evaluates it (1 and 10 views)."""
+  trainer = Trainer(config, workdir)
+  manager = checkpoint.create_manager(workdir, config)
+  step = config.eval_checkpoint_step if config.eval_checkpoint_step > 0 else None
+  restored = checkpoint.restore(manager, trainer.abstract_state(), None, step=step)
+  if restored is None:
+    raise FileNotFoundError(f"No checkpoint in {manager.directory} (step {step or 'latest'}).")
+  state, _ = restored
+  return evaluate_views(trainer, state.params, workdir, step=int(state.step))
+
+
+def _mean(metrics: list[dict[str, Any]]) -> dict[str, float]:
+  return {k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
+
+
+def _format(results: dict[str, float]) -> str:
+  return ", ".join(f"{k} {v:.4f}" if k != "count" else f"{k} {int(v)}" for k, v in results.items())
