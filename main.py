@@ -6,7 +6,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from supervision import summary
+from supervision import sharding, summary
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=True)
@@ -39,8 +39,10 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = FLAGS.config
+  sharding.initialize_distributed(config)
   if FLAGS.mode == "summary":
-    print(summary.format_table(summary.layer_table(config)))
+    mesh = sharding.create_mesh(config)
+    print(summary.format_table(summary.layer_table(config, mesh), mesh))
 
 
 if __name__ == "__main__":

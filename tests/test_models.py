@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import alexnet
-from supervision import models, summary
+from supervision import models, sharding, summary
 
 PAPER_NEURONS = [290_400, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000]
 
@@ -177,3 +177,12 @@ def test_indivisible_columns_are_a_config_error():
   config.num_classes = 999
   with pytest.raises(ValueError, match="999"):
     models.create_model(config)
+
+
+def test_summary_places_half_of_each_layer_on_each_model_device():
+  config = alexnet.get_config()
+  config.mesh.model = 2
+  mesh = sharding.create_mesh(config, jax.devices()[:2])
+  for row in summary.layer_table(config, mesh):
+    assert row["bytes_per_device"] * 2 == row["params"] * 4, row
+    assert row["sharding"] == "P('model',): column c on model-device c", row
