@@ -1,16 +1,23 @@
 """The two-GPU split of Section 3.2 as sharding over a ("data", "model") mesh of 4 CPU devices."""
 
+import os
 import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.experimental import multihost_utils
 
 from configs import alexnet
 from supervision import models, sharding
 
+ROOT = Path(__file__).resolve().parents[1]
 COLLECTIVES = ("all-gather", "all-reduce", "collective-permute", "all-to-all", "reduce-scatter")
 MESHES = [(1, 1), (1, 2), (2, 1), (2, 2)]
 
@@ -38,14 +45,17 @@ def batch(config, seed=0):
   return images.astype(np.float32), labels.astype(np.int32)
 
 
-@pytest.fixture(scope="module")
-def initial_params():
-  """Random parameters of `small_config` (numpy draws: compiling JAX's RNG costs seconds)."""
-  config = small_config()
+def random_params(config):
+  """Random parameters for `config` (numpy draws: compiling JAX's RNG costs seconds)."""
   images = jnp.zeros((1, config.crop_size, config.crop_size, 3))
   shapes = jax.eval_shape(models.create_model(config).init, jax.random.key(0), images)["params"]
   rng = np.random.default_rng(0)
   return jax.tree.map(lambda x: 0.05 * rng.standard_normal(x.shape, np.float32), shapes)
+
+
+@pytest.fixture(scope="module")
+def initial_params():
+  return random_params(small_config())  # the shapes do not depend on the mesh
 
 
 def place(mesh, params):
@@ -155,11 +165,16 @@ def test_columns_talk_only_at_conv3_and_the_fc_layers(train, two_columns):
 
 
 def sgd_run(config, params, steps=3):
-  """Eval logits, train logits and loss of step 0, and parameters after `steps` SGD steps."""
+  """Eval logits, train logits and loss of step 0, and parameters after `steps` SGD steps.
+
+  With several processes each feeds its share of the batch rows and gets the results of all.
+  """
   mesh = mesh_for(config)
   model = models.create_model(config)
   params = place(mesh, params)
-  images, labels = sharding.to_global(mesh, batch(config))
+  rows = config.batch_size // jax.process_count()
+  host_batch = [x[jax.process_index() * rows :][:rows] for x in batch(config)]
+  images, labels = sharding.to_global(mesh, host_batch)
 
   def loss_fn(params, images, labels, step):
     rngs = {"dropout": jax.random.fold_in(jax.random.key(1), step)}
@@ -167,17 +182,17 @@ def sgd_run(config, params, steps=3):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
 
   @jax.jit
-  def step_fn(params, step):
+  def step_fn(params, images, labels, step):
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, logits), grads = grad_fn(params, images, labels, step)
     return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), loss, logits
 
   with jax.set_mesh(mesh):
     eval_logits = jax.jit(model.apply)({"params": params}, images)
-    params, loss, train_logits = step_fn(params, 0)
+    params, loss, train_logits = step_fn(params, images, labels, 0)
     for step in range(1, steps):
-      params, *_ = step_fn(params, step)
-  return jax.device_get((eval_logits, train_logits, loss, params))
+      params, *_ = step_fn(params, images, labels, step)
+  return multihost_utils.process_allgather((eval_logits, train_logits, loss, params), tiled=True)
 
 
 @pytest.fixture(scope="module")
@@ -188,11 +203,40 @@ def unsharded_run(initial_params):
 @pytest.mark.parametrize("data,model", MESHES[1:])
 def test_meshes_compute_the_same(data, model, unsharded_run, initial_params):
   assert jax.config.jax_threefry_partitionable  # dropout masks independent of the mesh
-  got = sgd_run(small_config(data, model), initial_params)
+  assert_same_run(unsharded_run, sgd_run(small_config(data, model), initial_params))
+
+
+def assert_same_run(want, got):
   names = dict(enumerate(["eval logits", "train logits", "loss", "params after 3 steps"]))
 
   def check(path, a, b):
     where = f"{names[path[0].idx]}{jax.tree_util.keystr(path[1:])}"
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=where)
 
-  jax.tree.map_with_path(check, unsharded_run, got)
+  jax.tree.map_with_path(check, want, got)
+
+
+def test_two_processes_compute_the_same(unsharded_run, tmp_path):
+  """Two processes of 2 CPU devices each, a (2, 2) mesh: "data" across processes."""
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    address = f"localhost:{s.getsockname()[1]}"
+  env = dict(os.environ, PYTHONPATH=f"{ROOT}:{ROOT / 'tests'}")
+  env["XLA_FLAGS"] = env["XLA_FLAGS"].replace("device_count=4", "device_count=2")
+  workers = [
+    subprocess.Popen(
+      [sys.executable, str(ROOT / "tests" / "distributed_worker.py"), address, str(i), tmp_path],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  outputs = [w.communicate(timeout=240)[0] for w in workers]
+  for w, out in zip(workers, outputs, strict=True):
+    assert w.returncode == 0, out[-3000:]
+  for i in range(2):
+    with np.load(tmp_path / f"process{i}.npz") as f:
+      got = jax.tree.unflatten(jax.tree.structure(unsharded_run), list(f.values()))
+    assert_same_run(unsharded_run, got)
