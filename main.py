@@ -6,12 +6,18 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from supervision import summary
+from supervision import ConfigError, summary, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, statistics and logs.")
-flags.DEFINE_enum("mode", "summary", ["summary"], "What to do.")
+flags.DEFINE_enum(
+  "mode",
+  "train",
+  ["train", "eval", "summary"],
+  "train: train (resuming from the workdir's latest checkpoint); eval: evaluate a checkpoint "
+  "of the workdir (central crop and 10 views); summary: print the layer table.",
+)
 flags.mark_flags_as_required(["config"])
 
 
@@ -41,6 +47,16 @@ def main(argv: list[str]) -> None:
   config = FLAGS.config
   if FLAGS.mode == "summary":
     print(summary.format_table(summary.layer_table(config)))
+    return
+  if not FLAGS.workdir:
+    raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir.")
+  try:
+    if FLAGS.mode == "train":
+      train.train_and_evaluate(config, FLAGS.workdir)
+    elif FLAGS.mode == "eval":
+      train.evaluate_checkpoint(config, FLAGS.workdir)
+  except (ConfigError, FileNotFoundError, FloatingPointError) as e:
+    sys.exit(f"Error: {e}")
 
 
 if __name__ == "__main__":

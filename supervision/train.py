@@ -18,7 +18,16 @@ import tqdm
 from absl import logging
 from clu import metric_writers
 
-from supervision import checkpoint, input_pipeline, models, optim, preprocessing, sharding, stats
+from supervision import (
+  ConfigError,
+  checkpoint,
+  input_pipeline,
+  models,
+  optim,
+  preprocessing,
+  sharding,
+  stats,
+)
 
 
 @flax.struct.dataclass
@@ -180,12 +189,12 @@ class Trainer:
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Errors a run would otherwise meet after compilation, naming the key and value."""
   if config.crop_size > config.image_size:
-    raise ValueError(
+    raise ConfigError(
       f"config.crop_size={config.crop_size} is larger than config.image_size={config.image_size}."
     )
   for key in ("batch_size", "log_every_steps", "checkpoint_every_steps"):
     if config[key] <= 0:
-      raise ValueError(f"config.{key}={config[key]} must be positive.")
+      raise ConfigError(f"config.{key}={config[key]} must be positive.")
 
 
 class _Stop:
@@ -266,7 +275,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if not all(np.isfinite(v) for v in summary.values()):
         raise FloatingPointError(
           f"Non-finite training loss at step {step} ({summary}); stopping. The last good "
-          f"checkpoint in {manager.directory} is kept: lower config.learning_rate or check the data."
+          f"checkpoint in {manager.directory} is kept; lower config.learning_rate?"
         )
       elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
       summary["images_per_second"] = len(pending) * config.batch_size / elapsed
