@@ -6,12 +6,12 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from supervision import summary
+from supervision import input_pipeline, stats, summary
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, statistics and logs.")
-flags.DEFINE_enum("mode", "summary", ["summary"], "What to do.")
+flags.DEFINE_enum("mode", "summary", ["summary", "stats"], "What to do.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -39,8 +39,15 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = FLAGS.config
-  if FLAGS.mode == "summary":
-    print(summary.format_table(summary.layer_table(config)))
+  try:
+    if FLAGS.mode == "summary":
+      print(summary.format_table(summary.layer_table(config)))
+    elif FLAGS.mode == "stats":
+      if not FLAGS.workdir:
+        raise app.UsageError("--mode=stats needs --workdir for the statistics file.")
+      stats.run_stats(config, FLAGS.workdir)
+  except input_pipeline.DataError as e:
+    sys.exit(f"Error: {e}")
 
 
 if __name__ == "__main__":
