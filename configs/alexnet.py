@@ -41,8 +41,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.image_size = 256  # shorter side rescaled to 256, then the central 256x256 patch
   config.crop_size = 224  # random 224x224 patches for training
   config.pca_lighting_std = 0.1  # std of the a_i in the PCA colour augmentation
-  # What multiplies a_i in the lighting noise, on 0-255 pixel values: "std" (sqrt of the
-  # eigenvalue lambda_i, as in cuda-convnet) or "eigenvalue" (lambda_i, the paper's formula).
+  # What multiplies a_i in the lighting noise: "std", sqrt(lambda_i) of 0-255 pixel values (as in
+  # cuda-convnet), or "eigenvalue", the paper's lambda_i with pixel values in [0, 1].
   config.lighting_scale = "std"
   config.train_split = "train"
   config.eval_split = "validation"

@@ -39,12 +39,14 @@ def reflect(images: jax.Array, flips: jax.Array) -> jax.Array:
 def lighting(alphas: jax.Array, stats: dict, scale: str) -> jax.Array:
   """[p1 p2 p3][a1 s1, a2 s2, a3 s3]^T per image: the RGB quantity added to every pixel.
 
-  s_i is sqrt(lambda_i) for scale "std" and lambda_i for scale "eigenvalue"; alphas is [B, 3].
+  With lambda_i the eigenvalues on 0-255 values, s_i is sqrt(lambda_i) for scale "std", and
+  lambda_i / 255 for "eigenvalue" (the paper's formula with pixel values in [0, 1], taken
+  back to 0-255). alphas is [B, 3]; the result is [B, 3] on the 0-255 scale.
   """
   if scale not in LIGHTING_SCALES:
     raise ValueError(f"config.lighting_scale={scale!r}; choose from {LIGHTING_SCALES}.")
   eigvals = stats["eigvals"]
-  s = jnp.sqrt(eigvals) if scale == "std" else eigvals
+  s = jnp.sqrt(eigvals) if scale == "std" else eigvals / 255.0
   return (alphas * s) @ stats["eigvecs"].T
 
 
