@@ -7,6 +7,7 @@ import logging
 import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
 from supervision import input_pipeline as ip
@@ -128,6 +129,15 @@ def test_imagenet2012_without_its_files_says_where_to_put_them(tmp_path):
   message = str(error.value)
   assert str(tmp_path / "downloads" / "manual") in message
   assert "ILSVRC2012_img_train.tar" in message and "folder:" in message
+
+
+def test_tfds_datasets_are_decoded_like_files(folder_config, caplog):
+  config = folder_config("unused", 10, dataset="cifar10", eval_split="test")
+  with tfds.testing.mock_data(num_examples=10), caplog.at_level(logging.WARNING):
+    (batch,) = take(ip.train_dataset(config, 0, 1), 1)
+    assert ip.dataset_sizes(config) == (10, 10, 10)
+  assert batch["image"].shape == (4, 32, 32, 3) and batch["label"].dtype == np.int32
+  assert "Skipped" not in caplog.text
 
 
 def test_fake_data_says_so(folder_config, caplog):
