@@ -314,6 +314,11 @@ def _batches(
 ) -> grain.IterDataset:
   """Decodes in `config.num_workers` processes with `config.num_threads` threads each, then
   handles bad files and batches in this process (so the stream does not depend on the workers).
+
+  Grain rather than tf.data: random access gives an exact global shuffle per epoch and a small
+  resumable state. Threads are the default since PIL releases the GIL while decoding: on 2 CPU
+  cores 2-4 threads read 170 ImageNet photos/s against 161 for 2 worker processes, and 700
+  CIFAR-10 JPEGs/s against 380.
   """
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=config.num_threads))
   if config.num_workers > 0:
