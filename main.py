@@ -6,7 +6,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from supervision import ConfigError, summary, train
+from supervision import ConfigError, input_pipeline, stats, summary, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=True)
@@ -14,9 +14,10 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, statistics and 
 flags.DEFINE_enum(
   "mode",
   "train",
-  ["train", "eval", "summary"],
+  ["train", "eval", "stats", "summary"],
   "train: train (resuming from the workdir's latest checkpoint); eval: evaluate a checkpoint "
-  "of the workdir (central crop and 10 views); summary: print the layer table.",
+  "of the workdir (central crop and 10 views); stats: compute the dataset statistics (mean "
+  "image, RGB covariance) into the workdir; summary: print the layer table.",
 )
 flags.mark_flags_as_required(["config"])
 
@@ -50,12 +51,12 @@ def main(argv: list[str]) -> None:
     return
   if not FLAGS.workdir:
     raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir.")
+  modes = dict(
+    train=train.train_and_evaluate, eval=train.evaluate_checkpoint, stats=stats.run_stats
+  )
   try:
-    if FLAGS.mode == "train":
-      train.train_and_evaluate(config, FLAGS.workdir)
-    elif FLAGS.mode == "eval":
-      train.evaluate_checkpoint(config, FLAGS.workdir)
-  except (ConfigError, FileNotFoundError, FloatingPointError) as e:
+    modes[FLAGS.mode](config, FLAGS.workdir)
+  except (ConfigError, input_pipeline.DataError, FileNotFoundError, FloatingPointError) as e:
     sys.exit(f"Error: {e}")
 
 
