@@ -382,8 +382,3 @@ def eval_dataset(
   """`ordered_batches` of `config.eval_split`, with "mask" marking the real examples."""
   source = make_source(config, config.eval_split)
   return ordered_batches(source, config, *_processes(process_index, process_count))
-
-
-def global_batch(batch: dict, sharding: jax.sharding.Sharding) -> dict:
-  """This process's numpy batch as global jax.Arrays split over the devices by `sharding`."""
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)

@@ -4,7 +4,6 @@ import io
 import itertools
 import logging
 
-import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -218,15 +217,6 @@ def test_evaluation_sees_every_example_once_with_padding_masked(twelve):
   assert sorted(real) == list(range(13, 24))
   assert sum(not m for bs in per_process for b in bs for m in b["mask"]) == 1
   assert per_process[0][0]["mask"].dtype == bool
-
-
-def test_global_batch_spreads_a_batch_over_the_devices():
-  mesh = jax.make_mesh((4,), ("data",))
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  batch = {"image": np.zeros((8, 4, 4, 3), np.uint8), "label": np.arange(8, dtype=np.int32)}
-  arrays = ip.global_batch(batch, sharding)
-  assert arrays["image"].shape == (8, 4, 4, 3) and len(arrays["label"].addressable_shards) == 4
-  np.testing.assert_array_equal(arrays["label"], batch["label"])
 
 
 # Bad files.
