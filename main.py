@@ -3,10 +3,11 @@
 import ast
 import sys
 
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from supervision import ConfigError, input_pipeline, stats, summary, train
+from supervision import ConfigError, input_pipeline, sharding, stats, summary, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=True)
@@ -42,19 +43,26 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f"Error in --config: {_unquote(str(e))}")
 
 
+def print_summary(config: ml_collections.ConfigDict, workdir: str | None) -> None:
+  """The layer table with its sharding over the configured mesh."""
+  mesh = sharding.create_mesh(config)
+  print(summary.format_table(summary.layer_table(config, mesh), mesh))
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = FLAGS.config
-  if FLAGS.mode == "summary":
-    print(summary.format_table(summary.layer_table(config)))
-    return
-  if not FLAGS.workdir:
+  if FLAGS.mode != "summary" and not FLAGS.workdir:
     raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir.")
   modes = dict(
-    train=train.train_and_evaluate, eval=train.evaluate_checkpoint, stats=stats.run_stats
+    train=train.train_and_evaluate,
+    eval=train.evaluate_checkpoint,
+    stats=stats.run_stats,
+    summary=print_summary,
   )
   try:
+    sharding.initialize_distributed(config)
     modes[FLAGS.mode](config, FLAGS.workdir)
   except (ConfigError, input_pipeline.DataError, FileNotFoundError, FloatingPointError) as e:
     sys.exit(f"Error: {e}")

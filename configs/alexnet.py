@@ -101,8 +101,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.num_eval_batches = -1  # -1: the whole eval split
   config.eval_checkpoint_step = -1  # --mode=eval restores this step; -1: the latest
 
-  # Parallelism (Section 4.2): the paper's two GPUs are a mesh axis of size 2.
+  # Parallelism (Section 3.2): the paper's two GPUs are the mesh axis "model" of size 2
+  # (column c on model-device c); "data" splits the batch (-1: all devices "model" leaves).
   config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
+  # Multi-host runs: every process gets the same coordinator "host:port", the process count
+  # and its own id. An empty address means a single process.
+  config.distributed = ml_collections.ConfigDict(
+    dict(coordinator_address="", num_processes=1, process_id=0)
+  )
 
   return apply_variant(config, variant)
 

@@ -10,6 +10,7 @@ convolutions several times slower); under a mesh with a `model` axis they run in
 cross-device traffic is gathering the inputs of the "all" layers (conv3 and the FC layers).
 """
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,31 +43,36 @@ def local_response_norm(
   return x / jnp.power(k + scale * sums, beta)
 
 
-def _column_map(fn: Callable, x: jax.Array, kernel: jax.Array, bias: jax.Array, x_columns: bool):
+def _column_map(fn: Callable, x: jax.Array, kernel: jax.Array, bias: jax.Array, reads: str):
   """Applies `fn(x_c, kernel_c, bias_c)` for every column c and stacks the results.
 
-  `x` has a leading column axis when `x_columns`, otherwise every column reads all of it.
-  Under a mesh with a `model` axis, each device computes its own columns (shard_map).
+  `reads` is "image" (`x` has no column axis; every column reads all of it), "own" (column c
+  reads column c of `x`) or "all" (every column reads the maps of all columns of `x`). Under
+  a mesh with a `model` axis each device computes its own columns (shard_map), and "all"
+  gathers the other devices' columns: the only cross-device traffic of the network.
   """
+  mesh = jax.sharding.get_abstract_mesh()
+  sharded = not mesh.empty and MODEL_AXIS in mesh.axis_names
 
   def per_column(x, kernel, bias):
-    outs = [fn(x[c] if x_columns else x, kernel[c], bias[c]) for c in range(kernel.shape[0])]
-    return jnp.stack(outs)
+    if reads == "all":
+      x = jax.lax.all_gather(x, MODEL_AXIS, axis=0, tiled=True) if sharded else x
+      x = _merge_columns(x)
+    own = reads == "own"
+    return jnp.stack([fn(x[c] if own else x, kernel[c], bias[c]) for c in range(len(kernel))])
 
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or MODEL_AXIS not in mesh.axis_names:
+  if not sharded:
     return per_column(x, kernel, bias)
-  batch = DATA_AXIS if DATA_AXIS in mesh.axis_names else None
-  x_spec = P(MODEL_AXIS, batch) if x_columns else P(batch)
+  data, rows = mesh.shape.get(DATA_AXIS), x.shape[0 if reads == "image" else 1]
+  batch = DATA_AXIS if data and rows % data == 0 else None  # e.g. not the 1 image of init
+  x_spec = P(batch) if reads == "image" else P(MODEL_AXIS, batch)
   return jax.shard_map(
-    per_column,
-    in_specs=(x_spec, P(MODEL_AXIS), P(MODEL_AXIS)),
-    out_specs=P(MODEL_AXIS, batch),
+    per_column, in_specs=(x_spec, P(MODEL_AXIS), P(MODEL_AXIS)), out_specs=P(MODEL_AXIS, batch)
   )(x, kernel, bias)
 
 
 def _merge_columns(x: jax.Array) -> jax.Array:
-  """(column, batch, ..., C) -> (batch, ..., column * C): the maps of both columns."""
+  """(column, batch, ..., C) -> (batch, ..., column * C): the maps of all columns."""
   return jnp.concatenate(list(x), axis=-1)
 
 
@@ -84,9 +90,8 @@ class ColumnConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, x_columns: bool) -> jax.Array:
-    if self.reads == "all" and x_columns:
-      x, x_columns = _merge_columns(x), False
-    in_features = x.shape[-1]
+    reads = self.reads if x_columns else "image"
+    in_features = x.shape[-1] * (len(x) if reads == "all" else 1)
     shape = (self.columns, self.kernel_size, self.kernel_size, in_features)
     kernel = self.param("kernel", self.kernel_init, shape + (self.features // self.columns,))
     bias = self.param("bias", self.bias_init, (self.columns, self.features // self.columns))
@@ -101,11 +106,15 @@ class ColumnConv(nn.Module):
       )
       return y + bias
 
-    return _column_map(conv, x, kernel, bias, x_columns)
+    return _column_map(conv, x, kernel, bias, reads)
 
 
 class ColumnDense(nn.Module):
-  """A fully-connected layer whose neurons are split into columns, each reading all inputs."""
+  """A fully-connected layer whose neurons are split into columns, each reading all inputs.
+
+  The input has the column layout (column, batch, ...); every column reads the flattened maps
+  of all columns.
+  """
 
   features: int
   columns: int
@@ -114,10 +123,11 @@ class ColumnDense(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    shape = (self.columns, x.shape[-1], self.features // self.columns)
+    shape = (self.columns, math.prod(x.shape[2:]) * len(x), self.features // self.columns)
     kernel = self.param("kernel", self.kernel_init, shape)
     bias = self.param("bias", self.bias_init, shape[::2])
-    return _column_map(lambda x, w, b: x @ w + b, x, kernel, bias, x_columns=False)
+    dense = lambda x, w, b: x.reshape(len(x), -1) @ w + b  # noqa: E731
+    return _column_map(dense, x, kernel, bias, "all")
 
 
 class ColumnNet(nn.Module):
@@ -176,15 +186,12 @@ class ColumnNet(nn.Module):
       if layer["pool"]:
         window, stride = (self.pool["window"],) * 2, (self.pool["stride"],) * 2
         x = POOLS[layer["pool"]](x, window, strides=stride, padding="VALID")
-    x = _merge_columns(x)
-    x = x.reshape(x.shape[0], -1)
     sizes = (*self.dense, self.num_classes)
     for i, (name, features) in enumerate(zip(self.dense_names(), sizes, strict=True)):
       x = ColumnDense(features, self.columns, name=name, **self._inits(name))(x)
-      x = _merge_columns(x)
       if i < len(self.dense):
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(act(x))
-    return x
+    return _merge_columns(x)
 
 
 def create_model(config: ml_collections.ConfigDict) -> ColumnNet:

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from supervision import ConfigError
+
 LIGHTING_SCALES = ("std", "eigenvalue")
 
 
@@ -44,7 +46,7 @@ def lighting(alphas: jax.Array, stats: dict, scale: str) -> jax.Array:
   back to 0-255). alphas is [B, 3]; the result is [B, 3] on the 0-255 scale.
   """
   if scale not in LIGHTING_SCALES:
-    raise ValueError(f"config.lighting_scale={scale!r}; choose from {LIGHTING_SCALES}.")
+    raise ConfigError(f"config.lighting_scale={scale!r}; choose from {LIGHTING_SCALES}.")
   eigvals = stats["eigvals"]
   s = jnp.sqrt(eigvals) if scale == "std" else eigvals / 255.0
   return (alphas * s) @ stats["eigvecs"].T

@@ -23,3 +23,11 @@ def test_misspelled_override_names_the_key():
   result = run_main("--mode=summary", "--config=configs/alexnet.py", "--config.lernig_rate=1")
   assert result.returncode != 0
   assert "lernig_rate" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_summary_shows_the_two_gpu_split():
+  result = run_main("--mode=summary", "--config=configs/alexnet.py", "--config.mesh.model=2")
+  assert result.returncode == 0, result.stderr
+  assert "mesh data=2, model=2 (4 devices of cpu)" in result.stdout  # conftest's 4 devices
+  assert result.stdout.count("P('model',): column c on model-device c") == 8
+  assert "121,930,448" in result.stdout  # half of the 4-byte parameters on each device

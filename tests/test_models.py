@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import alexnet
-from supervision import models, summary
+from supervision import models, sharding, summary
 
 PAPER_NEURONS = [290_400, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000]
 
@@ -121,10 +121,10 @@ def test_columns_talk_only_at_conv3(name, isolated):
 
 def test_fc6_reads_both_columns():
   dense = models.ColumnDense(8, 2, jax.nn.initializers.normal(0.01), jax.nn.initializers.zeros)
-  x = jax.random.normal(jax.random.key(1), (3, 16))
+  x = jax.random.normal(jax.random.key(1), (2, 3, 8))  # (column, batch, features)
   params = dense.init(jax.random.key(0), x)
   grad = jax.grad(lambda x: dense.apply(params, x)[0].sum())(x)
-  assert jnp.all(jnp.abs(grad[:, :8]).max() > 0) and jnp.abs(grad[:, 8:]).max() > 0
+  assert jnp.abs(grad[0]).max() > 0 and jnp.abs(grad[1]).max() > 0
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +177,12 @@ def test_indivisible_columns_are_a_config_error():
   config.num_classes = 999
   with pytest.raises(ValueError, match="999"):
     models.create_model(config)
+
+
+def test_summary_places_half_of_each_layer_on_each_model_device():
+  config = alexnet.get_config()
+  config.mesh.model = 2
+  mesh = sharding.create_mesh(config, jax.devices()[:2])
+  for row in summary.layer_table(config, mesh):
+    assert row["bytes_per_device"] * 2 == row["params"] * 4, row
+    assert row["sharding"] == "P('model',): column c on model-device c", row

@@ -1,0 +1,242 @@
+"""The two-GPU split of Section 3.2 as sharding over a ("data", "model") mesh of 4 CPU devices."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.experimental import multihost_utils
+
+from configs import alexnet
+from supervision import models, sharding
+
+ROOT = Path(__file__).resolve().parents[1]
+COLLECTIVES = ("all-gather", "all-reduce", "collective-permute", "all-to-all", "reduce-scatter")
+MESHES = [(1, 1), (1, 2), (2, 1), (2, 2)]
+
+
+def small_config(data=1, model=1):
+  """AlexNet's layer structure with 1/8 of the kernels and neurons, on 67x67 images."""
+  config = alexnet.get_config()
+  config.crop_size = 67  # conv1 15x15, conv2 7x7, conv3-5 3x3, pooled to 1x1
+  config.model.conv = tuple(dict(c, features=c["features"] // 8) for c in config.model.conv)
+  config.model.dense = (64, 64)
+  config.num_classes = 10
+  config.batch_size = 4
+  config.mesh.data, config.mesh.model = data, model
+  return config
+
+
+def mesh_for(config):
+  return sharding.create_mesh(config, jax.devices()[: config.mesh.data * config.mesh.model])
+
+
+def batch(config, seed=0):
+  rng = np.random.default_rng(seed)
+  images = rng.normal(size=(config.batch_size, config.crop_size, config.crop_size, 3))
+  labels = rng.integers(0, config.num_classes, config.batch_size)
+  return images.astype(np.float32), labels.astype(np.int32)
+
+
+def random_params(config):
+  """Random parameters for `config` (numpy draws: compiling JAX's RNG costs seconds)."""
+  images = jnp.zeros((1, config.crop_size, config.crop_size, 3))
+  shapes = jax.eval_shape(models.create_model(config).init, jax.random.key(0), images)["params"]
+  rng = np.random.default_rng(0)
+  return jax.tree.map(lambda x: 0.05 * rng.standard_normal(x.shape, np.float32), shapes)
+
+
+@pytest.fixture(scope="module")
+def initial_params():
+  return random_params(small_config())  # the shapes do not depend on the mesh
+
+
+def place(mesh, params):
+  return jax.device_put(params, sharding.state_shardings(mesh, params))
+
+
+@pytest.fixture(scope="module")
+def two_columns(initial_params):
+  """The small config on a (1, 2) mesh, and its parameters placed there."""
+  config = small_config(1, 2)
+  mesh = mesh_for(config)
+  return config, mesh, place(mesh, initial_params)
+
+
+def test_column_c_lives_on_model_device_c(two_columns):
+  _, mesh, params = two_columns
+  for path, param in jax.tree.leaves_with_path(params):
+    assert len(param.addressable_shards) == 2, path
+    for shard in param.addressable_shards:
+      column = shard.index[0]
+      assert column.stop - column.start == 1, path
+      assert shard.device == mesh.devices[0, column.start], (path, column, shard.device)
+
+
+def test_each_model_device_holds_half_of_alexnet():
+  config = alexnet.get_config()
+  config.mesh.model = 2
+  mesh = sharding.create_mesh(config, jax.devices()[:2])
+  model = models.create_model(config)
+  images = jnp.zeros((1, 224, 224, 3))
+  optimizer = optax.sgd(0.01, momentum=0.9)
+
+  def init(rng):
+    params = model.init(rng, images)["params"]
+    return dict(params=params, opt_state=optimizer.init(params))
+
+  state = jax.eval_shape(init, jax.random.key(0))
+  shardings = sharding.state_shardings(mesh, state)
+  for name in state:
+    total = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state[name]))
+    per_device = sharding.bytes_per_device(state[name], shardings[name])
+    assert len(per_device) == 2 and total > 2e8, name  # 61M float32 parameters
+    assert max(per_device.values()) <= 0.55 * total, (name, per_device, total)
+
+
+def test_bytes_per_device_of_real_arrays(two_columns):
+  params = two_columns[2]
+  total = sum(x.nbytes for x in jax.tree.leaves(params))
+  assert sorted(sharding.bytes_per_device(params).values()) == [total // 2] * 2
+
+
+@pytest.mark.parametrize(
+  "change,devices,match",
+  [
+    (dict(model=3), 4, r"config.mesh.data=-1 x config.mesh.model=3 .* 4 devices"),
+    (dict(data=3, model=1), 4, r"config.mesh.data=3 .* 4 devices"),
+    (dict(model=0), 4, r"config.mesh.model=0"),
+    (dict(batch_size=6), 4, r"config.batch_size=6 .* data-parallel size 4"),
+    (dict(columns=1, model=2), 2, r"config.model.columns=1 .* config.mesh.model=2"),
+  ],
+)
+def test_impossible_meshes_are_config_errors(change, devices, match):
+  config = alexnet.get_config("one_column" if change.get("columns") == 1 else "")
+  config.batch_size = change.get("batch_size", config.batch_size)
+  config.mesh.data = change.get("data", -1)
+  config.mesh.model = change.get("model", 1)
+  with pytest.raises(ValueError, match=match):
+    sharding.create_mesh(config, jax.devices()[:devices])
+
+
+def collectives(hlo: str) -> list[str]:
+  """'op shape <- layer' for every cross-device collective in compiled HLO text."""
+  found = []
+  for line in hlo.splitlines():
+    op = re.search(r"= (\S+) (" + "|".join(COLLECTIVES) + r")(-start)?\(", line)
+    if op:
+      name = re.search(r'op_name="([^"]*)"', line)
+      found.append(f"{op.group(2)} {op.group(1)} <- {name.group(1) if name else '?'}")
+  return found
+
+
+def layer_of(collective: str) -> str:
+  """The layer a collective was traced in ("ColumnNet/<layer>/..."), "" for the top level."""
+  match = re.search(r"ColumnNet/(\w+)/", collective)
+  return match.group(1) if match else ""
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_columns_talk_only_at_conv3_and_the_fc_layers(train, two_columns):
+  config, mesh, params = two_columns
+  model = models.create_model(config)
+  images, _ = sharding.to_global(mesh, batch(config))
+
+  def forward(params, images):
+    rngs = {"dropout": jax.random.key(1)}
+    return model.apply({"params": params}, images, train=train, rngs=rngs)
+
+  with jax.set_mesh(mesh):
+    hlo = jax.jit(forward).lower(params, images).compile().as_text()
+  found = collectives(hlo)
+  report = "collectives found:\n  " + "\n  ".join(found)
+  layers = [layer_of(c) for c in found]
+  assert not {"conv1", "conv2", "conv4", "conv5"} & set(layers), report
+  assert set(layers) <= {"conv3", "fc6", "fc7", "fc8", "Dropout_0", "Dropout_1", ""}, report
+  gathers = [layer_of(c) for c in found if c.startswith("all-gather")]
+  assert sorted(gathers) == ["conv3", "fc6", "fc7", "fc8"], report
+
+
+def sgd_run(config, params, steps=3):
+  """Eval logits, train logits and loss of step 0, and parameters after `steps` SGD steps.
+
+  With several processes each feeds its share of the batch rows and gets the results of all.
+  """
+  mesh = mesh_for(config)
+  model = models.create_model(config)
+  params = place(mesh, params)
+  rows = config.batch_size // jax.process_count()
+  host_batch = [x[jax.process_index() * rows :][:rows] for x in batch(config)]
+  images, labels = sharding.to_global(mesh, host_batch)
+
+  def loss_fn(params, images, labels, step):
+    rngs = {"dropout": jax.random.fold_in(jax.random.key(1), step)}
+    logits = model.apply({"params": params}, images, train=True, rngs=rngs)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
+
+  @jax.jit
+  def step_fn(params, images, labels, step):
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, logits), grads = grad_fn(params, images, labels, step)
+    return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), loss, logits
+
+  with jax.set_mesh(mesh):
+    eval_logits = jax.jit(model.apply)({"params": params}, images)
+    params, loss, train_logits = step_fn(params, images, labels, 0)
+    for step in range(1, steps):
+      params, *_ = step_fn(params, images, labels, step)
+  return multihost_utils.process_allgather((eval_logits, train_logits, loss, params), tiled=True)
+
+
+@pytest.fixture(scope="module")
+def unsharded_run(initial_params):
+  return sgd_run(small_config(1, 1), initial_params)
+
+
+@pytest.mark.parametrize("data,model", MESHES[1:])
+def test_meshes_compute_the_same(data, model, unsharded_run, initial_params):
+  assert jax.config.jax_threefry_partitionable  # dropout masks independent of the mesh
+  assert_same_run(unsharded_run, sgd_run(small_config(data, model), initial_params))
+
+
+def assert_same_run(want, got):
+  names = dict(enumerate(["eval logits", "train logits", "loss", "params after 3 steps"]))
+
+  def check(path, a, b):
+    where = f"{names[path[0].idx]}{jax.tree_util.keystr(path[1:])}"
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=where)
+
+  jax.tree.map_with_path(check, want, got)
+
+
+def test_two_processes_compute_the_same(unsharded_run, tmp_path):
+  """Two processes of 2 CPU devices each, a (2, 2) mesh: "data" across processes."""
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    address = f"localhost:{s.getsockname()[1]}"
+  env = dict(os.environ, PYTHONPATH=f"{ROOT}:{ROOT / 'tests'}")
+  env["XLA_FLAGS"] = env["XLA_FLAGS"].replace("device_count=4", "device_count=2")
+  workers = [
+    subprocess.Popen(
+      [sys.executable, str(ROOT / "tests" / "distributed_worker.py"), address, str(i), tmp_path],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  outputs = [w.communicate(timeout=240)[0] for w in workers]
+  for w, out in zip(workers, outputs, strict=True):
+    assert w.returncode == 0, out[-3000:]
+  for i in range(2):
+    with np.load(tmp_path / f"process{i}.npz") as f:
+      got = jax.tree.unflatten(jax.tree.structure(unsharded_run), list(f.values()))
+    assert_same_run(unsharded_run, got)
