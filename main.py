@@ -3,15 +3,23 @@
 import ast
 import sys
 
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from supervision import sharding, summary
+from supervision import ConfigError, input_pipeline, sharding, stats, summary, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, statistics and logs.")
-flags.DEFINE_enum("mode", "summary", ["summary"], "What to do.")
+flags.DEFINE_enum(
+  "mode",
+  "train",
+  ["train", "eval", "stats", "summary"],
+  "train: train (resuming from the workdir's latest checkpoint); eval: evaluate a checkpoint "
+  "of the workdir (central crop and 10 views); stats: compute the dataset statistics (mean "
+  "image, RGB covariance) into the workdir; summary: print the layer table.",
+)
 flags.mark_flags_as_required(["config"])
 
 
@@ -35,14 +43,29 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f"Error in --config: {_unquote(str(e))}")
 
 
+def print_summary(config: ml_collections.ConfigDict, workdir: str | None) -> None:
+  """The layer table with its sharding over the configured mesh."""
+  mesh = sharding.create_mesh(config)
+  print(summary.format_table(summary.layer_table(config, mesh), mesh))
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = FLAGS.config
-  sharding.initialize_distributed(config)
-  if FLAGS.mode == "summary":
-    mesh = sharding.create_mesh(config)
-    print(summary.format_table(summary.layer_table(config, mesh), mesh))
+  if FLAGS.mode != "summary" and not FLAGS.workdir:
+    raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir.")
+  modes = dict(
+    train=train.train_and_evaluate,
+    eval=train.evaluate_checkpoint,
+    stats=stats.run_stats,
+    summary=print_summary,
+  )
+  try:
+    sharding.initialize_distributed(config)
+    modes[FLAGS.mode](config, FLAGS.workdir)
+  except (ConfigError, input_pipeline.DataError, FileNotFoundError, FloatingPointError) as e:
+    sys.exit(f"Error: {e}")
 
 
 if __name__ == "__main__":

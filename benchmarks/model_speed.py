@@ -11,7 +11,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import optax
 from absl import app, flags
 from ml_collections import config_flags

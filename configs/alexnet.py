@@ -41,8 +41,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.image_size = 256  # shorter side rescaled to 256, then the central 256x256 patch
   config.crop_size = 224  # random 224x224 patches for training
   config.pca_lighting_std = 0.1  # std of the a_i in the PCA colour augmentation
+  # What multiplies a_i in the lighting noise: "std", sqrt(lambda_i) of 0-255 pixel values (as in
+  # cuda-convnet), or "eigenvalue", the paper's lambda_i with pixel values in [0, 1].
+  config.lighting_scale = "std"
   config.train_split = "train"
   config.eval_split = "validation"
+  config.num_workers = 0  # processes decoding images (0: decode in the main process)
+  config.num_threads = 4  # threads decoding images in each process (PIL releases the GIL)
 
   # The network (Section 3 and Figure 2).
   config.model = ml_collections.ConfigDict()

@@ -1,1 +1,5 @@
 """supervision: the network of Krizhevsky, Sutskever & Hinton (2012) in JAX/Flax."""
+
+
+class ConfigError(ValueError):
+  """A configuration value that cannot work; the message names the key and the value."""

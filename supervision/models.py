@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import PartitionSpec as P
 
+from supervision import ConfigError
+
 MODEL_AXIS = "model"
 DATA_AXIS = "data"
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
@@ -198,17 +200,17 @@ def create_model(config: ml_collections.ConfigDict) -> ColumnNet:
   for layer in (*m.conv, *m.dense, config.num_classes):
     features = layer["features"] if isinstance(layer, dict) else layer
     if features % m.columns:
-      raise ValueError(
+      raise ConfigError(
         f"config.model.columns={m.columns} does not divide a layer's {features} kernels/neurons"
         f" (layer {layer!r}); use a multiple of {m.columns}."
       )
   for layer in m.conv:
     if layer["pool"] and layer["pool"] not in POOLS:
-      raise ValueError(
+      raise ConfigError(
         f"config.model.conv {layer['name']}: pool={layer['pool']!r}; use {list(POOLS)}."
       )
   if m.activation not in ACTIVATIONS:
-    raise ValueError(f"config.model.activation={m.activation!r}; choose from {list(ACTIVATIONS)}.")
+    raise ConfigError(f"config.model.activation={m.activation!r}; choose from {list(ACTIVATIONS)}.")
   return ColumnNet(
     conv=tuple(m.conv),
     dense=tuple(m.dense),

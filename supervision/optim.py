@@ -7,6 +7,8 @@ import jax
 import ml_collections
 import optax
 
+from supervision import ConfigError
+
 
 def paper_sgd(
   learning_rate: float | optax.Schedule,
@@ -53,7 +55,7 @@ def learning_rate_fn(config: ml_collections.ConfigDict, steps_per_epoch: int) ->
   if config.lr_schedule == "step":
     boundaries = {int(e * steps_per_epoch): config.lr_drop_factor for e in config.lr_step_epochs}
     return optax.piecewise_constant_schedule(config.learning_rate, boundaries)
-  raise ValueError(
+  raise ConfigError(
     f"config.lr_schedule={config.lr_schedule!r}; choose 'plateau', 'step' or 'constant'."
   )
 

@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from supervision import ConfigError
 from supervision.models import DATA_AXIS, MODEL_AXIS
 
 COLUMN_PARAMS = r"(^|/)(kernel|bias)$"  # key paths of leaves with a leading column axis
@@ -37,23 +38,23 @@ def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int
   """(data, model) sizes from `config.mesh`, -1 meaning all devices left; checks the config."""
   data, model = config.mesh.data, config.mesh.model
   if model < 1 or data == 0 or data < -1:
-    raise ValueError(
+    raise ConfigError(
       f"config.mesh.data={data}, config.mesh.model={model}: model must be >= 1 and data >= 1 or"
       " -1 (all remaining devices)."
     )
   if num_devices % model or (data != -1 and data * model != num_devices):
-    raise ValueError(
+    raise ConfigError(
       f"config.mesh.data={data} x config.mesh.model={model} does not fit {num_devices} devices;"
       f" data * model must equal the device count (data=-1 takes what model leaves)."
     )
   data = num_devices // model if data == -1 else data
   if config.model.columns % model:
-    raise ValueError(
+    raise ConfigError(
       f"config.model.columns={config.model.columns} is not divisible by config.mesh.model="
       f"{model}: each model-device holds whole columns."
     )
   if config.batch_size % data:
-    raise ValueError(
+    raise ConfigError(
       f"config.batch_size={config.batch_size} is not divisible by the data-parallel size {data}"
       f" (config.mesh.data={config.mesh.data}, {num_devices} devices)."
     )

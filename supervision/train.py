@@ -18,7 +18,16 @@ import tqdm
 from absl import logging
 from clu import metric_writers
 
-from supervision import checkpoint, input_pipeline, models, optim, preprocessing, sharding, stats
+from supervision import (
+  ConfigError,
+  checkpoint,
+  input_pipeline,
+  models,
+  optim,
+  preprocessing,
+  sharding,
+  stats,
+)
 
 
 @flax.struct.dataclass
@@ -128,7 +137,7 @@ class Trainer:
     self.config = config
     self.mesh = sharding.create_mesh(config)
     self.sizes = input_pipeline.dataset_sizes(config)
-    self.steps_per_epoch = self.sizes["train"] // config.batch_size
+    self.steps_per_epoch = self.sizes.num_train // config.batch_size
     if config.num_train_steps > 0:
       self.num_steps = config.num_train_steps
     else:
@@ -163,7 +172,7 @@ class Trainer:
   def evaluate(self, params: Any, ten_views: bool = False) -> dict[str, float]:
     """Top-1/top-5 error and loss over the whole eval split (each example exactly once)."""
     totals: dict[str, float] = {}
-    batches = input_pipeline.create_eval_iter(self.config)
+    batches = input_pipeline.eval_dataset(self.config)
     for i, batch in enumerate(batches):
       if i == self.config.num_eval_batches:
         break
@@ -180,12 +189,12 @@ class Trainer:
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Errors a run would otherwise meet after compilation, naming the key and value."""
   if config.crop_size > config.image_size:
-    raise ValueError(
+    raise ConfigError(
       f"config.crop_size={config.crop_size} is larger than config.image_size={config.image_size}."
     )
   for key in ("batch_size", "log_every_steps", "checkpoint_every_steps"):
     if config[key] <= 0:
-      raise ValueError(f"config.{key}={config[key]} must be positive.")
+      raise ConfigError(f"config.{key}={config[key]} must be positive.")
 
 
 class _Stop:
@@ -220,7 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   metrics_file = Path(workdir) / "metrics.jsonl"
   manager = checkpoint.create_manager(workdir, config)
   plateau = optim.Plateau.from_config(config)
-  train_iter = input_pipeline.create_train_iter(config)
+  train_iter = iter(input_pipeline.train_dataset(config))
 
   restored = checkpoint.restore(manager, trainer.abstract_state(), train_iter)
   if restored is None:
@@ -232,8 +241,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info(
       "Mesh %s on %d device(s); %d train / %d eval images, %d classes; %d steps of %d; "
       "checkpoints in %s%s.",
-      dict(trainer.mesh.shape), jax.device_count(), trainer.sizes["train"],
-      trainer.sizes["eval"], config.num_classes, trainer.num_steps, config.batch_size,
+      dict(trainer.mesh.shape), jax.device_count(), trainer.sizes.num_train,
+      trainer.sizes.num_eval, config.num_classes, trainer.num_steps, config.batch_size,
       manager.directory, f", resumed at step {start}" if start else "",
   )  # fmt: skip
 
@@ -266,7 +275,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if not all(np.isfinite(v) for v in summary.values()):
         raise FloatingPointError(
           f"Non-finite training loss at step {step} ({summary}); stopping. The last good "
-          f"checkpoint in {manager.directory} is kept: lower config.learning_rate or check the data."
+          f"checkpoint in {manager.directory} is kept; lower config.learning_rate?"
         )
       elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
       summary["images_per_second"] = len(pending) * config.batch_size / elapsed

@@ -1,0 +1,93 @@
+"""The paper's device-side preprocessing (Sections 2 and 4.1), as pure jnp functions for jit.
+
+Inputs are host batches of uint8 [B, S, S, 3] images (S = config.image_size); outputs are
+float32 views of size C = config.crop_size with the mean image (S x S x 3, over the training
+set) subtracted, on the 0-255 pixel scale. `stats` holds "mean" [S, S, 3], "eigvals" [3] and
+"eigvecs" [3, 3] (eigenvectors as columns) from `supervision.stats`.
+
+  train_views   random C x C patches, horizontal reflections and PCA lighting noise (Section 4.1)
+  center_view   the central patch
+  ten_views     the four corner patches and the centre patch, and their reflections (Section 4.1)
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from supervision import ConfigError
+
+LIGHTING_SCALES = ("std", "eigenvalue")
+
+
+def centered(images: jax.Array, stats: dict) -> jax.Array:
+  """uint8 images -> float32 with the mean image subtracted."""
+  return images.astype(jnp.float32) - stats["mean"]
+
+
+def crop(images: jax.Array, offsets: jax.Array, size: int) -> jax.Array:
+  """The size x size patch of each image whose top-left corner is offsets[i] = (row, column)."""
+
+  def one(image, offset):
+    return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (size, size, image.shape[-1]))
+
+  return jax.vmap(one)(images, offsets)
+
+
+def reflect(images: jax.Array, flips: jax.Array) -> jax.Array:
+  """Mirrors images[i] left-right where flips[i]."""
+  return jnp.where(flips[:, None, None, None], images[:, :, ::-1], images)
+
+
+def lighting(alphas: jax.Array, stats: dict, scale: str) -> jax.Array:
+  """[p1 p2 p3][a1 s1, a2 s2, a3 s3]^T per image: the RGB quantity added to every pixel.
+
+  With lambda_i the eigenvalues on 0-255 values, s_i is sqrt(lambda_i) for scale "std", and
+  lambda_i / 255 for "eigenvalue" (the paper's formula with pixel values in [0, 1], taken
+  back to 0-255). alphas is [B, 3]; the result is [B, 3] on the 0-255 scale.
+  """
+  if scale not in LIGHTING_SCALES:
+    raise ConfigError(f"config.lighting_scale={scale!r}; choose from {LIGHTING_SCALES}.")
+  eigvals = stats["eigvals"]
+  s = jnp.sqrt(eigvals) if scale == "std" else eigvals / 255.0
+  return (alphas * s) @ stats["eigvecs"].T
+
+
+def augmentation(rng: jax.Array, batch: int, config: ml_collections.ConfigDict) -> dict:
+  """Per image: crop "offsets" [B, 2], "flips" [B] and lighting "alphas" [B, 3] from `rng`."""
+  crop_rng, flip_rng, alpha_rng = jax.random.split(rng, 3)
+  return dict(
+    offsets=jax.random.randint(crop_rng, (batch, 2), 0, config.image_size - config.crop_size + 1),
+    flips=jax.random.bernoulli(flip_rng, 0.5, (batch,)),
+    alphas=config.pca_lighting_std * jax.random.normal(alpha_rng, (batch, 3)),
+  )
+
+
+def train_views(
+  rng: jax.Array, images: jax.Array, stats: dict, config: ml_collections.ConfigDict
+) -> jax.Array:
+  """Random crops with random reflections and PCA lighting: float32 [B, C, C, 3]."""
+  aug = augmentation(rng, images.shape[0], config)
+  views = reflect(crop(centered(images, stats), aug["offsets"], config.crop_size), aug["flips"])
+  return views + lighting(aug["alphas"], stats, config.lighting_scale)[:, None, None, :]
+
+
+def view_offsets(config: ml_collections.ConfigDict) -> list[tuple[int, int]]:
+  """(row, column) of the top-left, top-right, bottom-left, bottom-right and centre patches."""
+  far = config.image_size - config.crop_size
+  return [(0, 0), (0, far), (far, 0), (far, far), (far // 2, far // 2)]
+
+
+def _patch(images: jax.Array, offset: tuple[int, int], size: int) -> jax.Array:
+  return images[:, offset[0] : offset[0] + size, offset[1] : offset[1] + size]
+
+
+def center_view(images: jax.Array, stats: dict, config: ml_collections.ConfigDict) -> jax.Array:
+  """The central patch: float32 [B, C, C, 3]."""
+  return _patch(centered(images, stats), view_offsets(config)[4], config.crop_size)
+
+
+def ten_views(images: jax.Array, stats: dict, config: ml_collections.ConfigDict) -> jax.Array:
+  """The five patches of `view_offsets`, then their reflections: float32 [B, 10, C, C, 3]."""
+  x = centered(images, stats)
+  views = jnp.stack([_patch(x, o, config.crop_size) for o in view_offsets(config)], axis=1)
+  return jnp.concatenate([views, views[:, :, :, ::-1]], axis=1)

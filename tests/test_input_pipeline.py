@@ -1,0 +1,283 @@
+"""Reading images: sources, host-side decoding, bad files and the Grain loader."""
+
+import io
+import itertools
+import logging
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from supervision import input_pipeline as ip
+
+
+def encode(image, fmt, **kwargs):
+  buffer = io.BytesIO()
+  image.save(buffer, fmt, **kwargs)
+  return buffer.getvalue()
+
+
+def levels(batch, key="image"):
+  """The grey level that identifies each image of an `image_folder` batch."""
+  return [int(x) for x in batch[key][:, 0, 0, 0]]
+
+
+def take(ds, n):
+  return list(itertools.islice(iter(ds), n))
+
+
+# Decoding.
+
+
+def test_decode_keeps_the_central_square_of_the_shorter_side():
+  image = Image.new("RGB", (90, 30), (255, 0, 0))
+  image.paste((0, 255, 0), (30, 0, 60, 30))  # the central 30x30 square is green
+  out = ip.decode_image(encode(image, "PNG"), 16)
+  assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+  # The resampling filter of the edge columns reaches a little into the red sides.
+  np.testing.assert_array_equal(out[:, 1:-1], np.broadcast_to([0, 255, 0], (16, 14, 3)))
+  assert (out[:, [0, -1], 1] > 200).all()
+
+
+@pytest.mark.parametrize(
+  "image, fmt",
+  [
+    (Image.new("L", (20, 10), 77), "JPEG"),  # grayscale
+    (Image.new("CMYK", (20, 10), (0, 0, 0, 0)), "JPEG"),  # CMYK white
+    (Image.new("RGBA", (5, 7), (9, 9, 9, 0)), "PNG"),  # smaller than the crop, with alpha
+    (Image.new("P", (300, 200), 3), "GIF"),
+  ],
+)
+def test_decode_gives_rgb_of_the_size_for_any_mode(image, fmt):
+  out = ip.decode_image(encode(image, fmt), 32)
+  assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+  assert np.ptp(out) <= 2  # a solid image stays solid
+
+
+def test_decode_reads_very_large_images():
+  image = Image.new("RGB", (10_000, 9_000), (10, 200, 30))  # above PIL's 89.5M-pixel limit
+  out = ip.decode_image(encode(image, "JPEG"), 256)
+  assert out.shape == (256, 256, 3) and np.abs(out.astype(int) - [10, 200, 30]).max() <= 3
+
+
+# Folders.
+
+
+def test_folder_labels_are_sorted_class_folders_of_all_splits(image_folder, folder_config):
+  classes = image_folder({"train": {"b": 2, "a": 1}, "val": {"c": 1, "a": 1}})
+  source = ip.make_source(folder_config(image_folder.root, 3), "train")
+  got = {int(e["image"][0, 0, 0]): int(e["label"]) for e in (source[i] for i in range(len(source)))}
+  assert got == {level: "abc".index(classes[level]) for level in got} and len(got) == 3
+
+
+def test_validation_and_val_stand_in_for_each_other(image_folder, folder_config):
+  image_folder({"train": {"a": 1}, "val": {"a": 2}})
+  config = folder_config(image_folder.root, 1)
+  assert len(ip.make_source(config, "validation")) == 2
+  with pytest.raises(ip.DataError, match=r"'test'.*found folders \['train', 'val'\]"):
+    ip.make_source(config, "test")
+
+
+def test_uppercase_extensions_and_contents_not_names(tmp_path, folder_config):
+  folder = tmp_path / "train" / "a"
+  folder.mkdir(parents=True)
+  red = Image.new("RGB", (8, 8), (255, 0, 0))
+  (folder / "x.JPEG").write_bytes(encode(red, "JPEG"))
+  (folder / "y.PNG").write_bytes(encode(red, "PNG"))
+  (folder / "z.JPEG").write_bytes(encode(red, "PNG"))  # a PNG named .JPEG
+  (folder / ".hidden").write_bytes(b"not data")
+  source = ip.make_source(folder_config(tmp_path, 1), "train")
+  assert [e["image"][0, 0].tolist() for e in (source[i] for i in range(3))] == [[254, 0, 0]] + [
+    [255, 0, 0]
+  ] * 2 and len(source) == 3
+
+
+def test_class_list_file_gives_the_labels(image_folder, folder_config, tmp_path):
+  image_folder({"val": {"n02": 1, "n01": 1}})
+  class_list = tmp_path / "classes.tsv"
+  class_list.write_text("index\tsynset\tname\n0\tn02\tb\n1\tn00\tz\n2\tn01\ta\n")
+  source = ip.make_source(folder_config(image_folder.root, 3, class_list=str(class_list)), "val")
+  assert [int(source[i]["label"]) for i in range(2)] == [2, 0]  # files of n01 come first
+
+
+def test_class_folder_missing_from_the_class_list_is_named(image_folder, folder_config, tmp_path):
+  image_folder({"val": {"n01": 1, "n99": 1}})
+  class_list = tmp_path / "classes.tsv"
+  class_list.write_text("0\tn01\ta\n")
+  config = folder_config(image_folder.root, 1, class_list=str(class_list))
+  with pytest.raises(ip.DataError, match=r"\['n99'\].*classes.tsv"):
+    ip.make_source(config, "val")
+
+
+def test_wrong_num_classes_is_named(image_folder, folder_config):
+  image_folder({"train": {"a": 1, "b": 1}})
+  with pytest.raises(ip.DataError, match="has 2 classes but config.num_classes=5"):
+    ip.make_source(folder_config(image_folder.root, 5), "train")
+
+
+def test_dataset_sizes(image_folder, folder_config):
+  image_folder({"train": {"a": 3, "b": 2}, "validation": {"a": 1, "b": 1}})
+  assert ip.dataset_sizes(folder_config(image_folder.root, 2)) == (5, 2, 2)
+
+
+def test_imagenet2012_without_its_files_says_where_to_put_them(tmp_path):
+  config = ip.ml_collections.ConfigDict(dict(dataset="imagenet2012", data_dir=str(tmp_path)))
+  with pytest.raises(ip.DataError) as error:
+    ip.make_source(config, "train")
+  message = str(error.value)
+  assert str(tmp_path / "downloads" / "manual") in message
+  assert "ILSVRC2012_img_train.tar" in message and "folder:" in message
+
+
+def test_tfds_datasets_are_decoded_like_files(folder_config, caplog):
+  config = folder_config("unused", 10, dataset="cifar10", eval_split="test")
+  with tfds.testing.mock_data(num_examples=10), caplog.at_level(logging.WARNING):
+    (batch,) = take(ip.train_dataset(config, 0, 1), 1)
+    assert ip.dataset_sizes(config) == (10, 10, 10)
+  assert batch["image"].shape == (4, 32, 32, 3) and batch["label"].dtype == np.int32
+  assert "Skipped" not in caplog.text
+
+
+def test_fake_data_says_so(folder_config, caplog):
+  config = folder_config("unused", 10, dataset="fake")
+  with caplog.at_level(logging.WARNING):
+    (batch,) = take(ip.train_dataset(config, 0, 1), 1)
+  assert "for throughput benchmarks only" in caplog.text
+  assert batch["image"].shape == (4, 32, 32, 3) and batch["label"].dtype == np.int32
+
+
+# The loader.
+
+
+@pytest.fixture
+def twelve(image_folder, folder_config):
+  """A folder of 12 training and 11 validation images, and its config."""
+  classes = image_folder({"train": {"a": 5, "b": 7}, "val": {"a": 6, "b": 5}})
+  return classes, folder_config(image_folder.root, 2)
+
+
+def test_training_batches_are_shuffled_epochs_with_right_labels(twelve):
+  classes, config = twelve
+  batches = take(ip.train_dataset(config, 0, 1), 6)  # two epochs of 12
+  assert batches[0]["image"].shape == (4, 32, 32, 3) and batches[0]["image"].dtype == np.uint8
+  assert batches[0]["label"].shape == (4,) and batches[0]["label"].dtype == np.int32
+  seen = [level for b in batches for level in levels(b)]
+  assert sorted(seen[:12]) == sorted(seen[12:]) == list(range(1, 13))
+  assert seen[:12] != seen[12:] and seen[:12] != sorted(seen[:12])
+  for b in batches:
+    assert [int(x) for x in b["label"]] == ["ab".index(classes[v]) for v in levels(b)]
+
+
+def test_order_is_deterministic_for_a_seed(twelve):
+  _, config = twelve
+  first, second = (take(ip.train_dataset(config, 0, 1), 3) for _ in range(2))
+  assert [levels(b) for b in first] == [levels(b) for b in second]
+  config.seed = 1
+  assert [levels(b) for b in take(ip.train_dataset(config, 0, 1), 3)] != [levels(b) for b in first]
+
+
+def test_worker_processes_give_the_same_stream(twelve):
+  _, config = twelve
+  in_process = take(ip.train_dataset(config, 0, 1), 4)
+  config.num_workers = 2
+  assert [levels(b) for b in take(ip.train_dataset(config, 0, 1), 4)] == [
+    levels(b) for b in in_process
+  ]
+
+
+def test_restored_state_continues_the_stream_exactly(twelve):
+  _, config = twelve
+  iterator = iter(ip.train_dataset(config, 0, 1))
+  take(iterator, 4)  # into the second epoch
+  state = iterator.get_state()
+  rest = take(iterator, 5)
+  restored = iter(ip.train_dataset(config, 0, 1))
+  restored.set_state(state)
+  assert [levels(b) for b in take(restored, 5)] == [levels(b) for b in rest]
+
+
+def test_processes_read_disjoint_slices_covering_each_epoch(twelve):
+  _, config = twelve
+  slices = [
+    [level for b in take(ip.train_dataset(config, index, 2), 3) for level in levels(b)]
+    for index in range(2)
+  ]  # host batches of 2: 3 batches are one epoch
+  assert not set(slices[0]) & set(slices[1])
+  assert sorted(slices[0] + slices[1]) == list(range(1, 13))
+
+
+def test_evaluation_sees_every_example_once_with_padding_masked(twelve):
+  _, config = twelve  # 11 validation images (levels 13-23), host batches of 2
+  per_process = [list(ip.eval_dataset(config, index, 2)) for index in range(2)]
+  assert len(per_process[0]) == len(per_process[1]) == 3  # 12 slots, the last masked
+  real = [
+    v for bs in per_process for b in bs for v, m in zip(levels(b), b["mask"], strict=True) if m
+  ]
+  assert sorted(real) == list(range(13, 24))
+  assert sum(not m for bs in per_process for b in bs for m in b["mask"]) == 1
+  assert per_process[0][0]["mask"].dtype == bool
+
+
+# Bad files.
+
+
+def test_bad_files_are_skipped_and_named(image_folder, folder_config, caplog):
+  classes = image_folder({"train": {"a": 3, "b": 3}})
+  folder = image_folder.root / "train" / "b"
+  good = encode(Image.new("RGB", (40, 40), (9, 9, 9)), "JPEG")
+  bad = {
+    "empty.jpg": b"",
+    "truncated.jpg": good[: len(good) // 2],
+    "notes.JPEG": b"this is not an image\n" * 10,
+    "noise.png": np.random.default_rng(0).bytes(500),
+  }
+  for name, data in bad.items():
+    (folder / name).write_bytes(data)
+  config = folder_config(image_folder.root, 2, batch_size=6)
+  with caplog.at_level(logging.WARNING):
+    (batch,) = take(ip.train_dataset(config, 0, 1), 1)  # the 6 good of 10 files
+  assert sorted(levels(batch)) == list(range(1, 7))
+  assert [int(x) for x in batch["label"]] == ["ab".index(classes[v]) for v in levels(batch)]
+  for name in bad:
+    assert caplog.text.count(name) == 1, caplog.text
+  assert "(4 skipped so far)" in caplog.text
+
+
+def test_bad_files_are_masked_in_evaluation(image_folder, folder_config, caplog):
+  image_folder({"val": {"a": 3}})
+  (image_folder.root / "val" / "a" / "zero.jpg").write_bytes(b"")
+  with caplog.at_level(logging.WARNING):
+    (batch,) = list(ip.eval_dataset(folder_config(image_folder.root, 1), 0, 1))
+  assert batch["mask"].tolist() == [True, True, True, False] and "zero.jpg" in caplog.text
+
+
+# The shared real data.
+
+
+def test_imagenet_samples_decode_without_error(imagenet_samples_dir, imagenet_classes_file, caplog):
+  config = ip.ml_collections.ConfigDict(
+    dict(
+      dataset=f"folder:{imagenet_samples_dir}",
+      class_list=str(imagenet_classes_file),
+      num_classes=1000,
+      image_size=256,
+      eval_split="validation",
+      batch_size=50,
+      num_workers=0,
+      num_threads=2,
+    )
+  )
+  with caplog.at_level(logging.WARNING):
+    batches = list(ip.eval_dataset(config, 0, 1))
+  assert len(batches) == 5 and all(b["mask"].all() for b in batches)
+  assert batches[0]["image"].shape == (50, 256, 256, 3) and "Skipped" not in caplog.text
+  labels = np.concatenate([b["label"] for b in batches])
+  assert len(set(labels.tolist())) == 250 and labels.max() < 1000
+
+
+def test_cifar10_small_reads_with_its_class_names(cifar10_small_dir, folder_config):
+  config = folder_config(cifar10_small_dir, 10, batch_size=20, eval_split="test")
+  assert ip.dataset_sizes(config) == (200, 200, 10)
+  (batch,) = take(ip.train_dataset(config, 0, 1), 1)
+  assert batch["image"].shape == (20, 32, 32, 3) and batch["label"].max() < 10
