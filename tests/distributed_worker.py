@@ -8,7 +8,7 @@ import sys
 
 import jax
 import numpy as np
-from test_sharding import random_params, sgd_run, small_config
+from test_sharding import random_params, small_config, train_run
 
 from supervision import sharding
 
@@ -19,7 +19,7 @@ def main(address: str, process_id: str, outdir: str) -> None:
   config.distributed.process_id = int(process_id)
   sharding.initialize_distributed(config)
   assert jax.process_count() == 2 and jax.device_count() == 4, jax.devices()
-  results = sgd_run(config, random_params(config))
+  results = train_run(config, random_params(config))
   np.savez(f"{outdir}/process{process_id}.npz", *jax.tree.leaves(results))
 
 

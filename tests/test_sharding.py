@@ -1,5 +1,6 @@
 """The two-GPU split of Section 3.2 as sharding over a ("data", "model") mesh of 4 CPU devices."""
 
+import functools
 import os
 import re
 import socket
@@ -15,7 +16,7 @@ import pytest
 from jax.experimental import multihost_utils
 
 from configs import alexnet
-from supervision import models, sharding
+from supervision import models, optim, sharding, train
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLECTIVES = ("all-gather", "all-reduce", "collective-permute", "all-to-all", "reduce-scatter")
@@ -25,6 +26,7 @@ MESHES = [(1, 1), (1, 2), (2, 1), (2, 2)]
 def small_config(data=1, model=1):
   """AlexNet's layer structure with 1/8 of the kernels and neurons, on 67x67 images."""
   config = alexnet.get_config()
+  config.image_size = 72
   config.crop_size = 67  # conv1 15x15, conv2 7x7, conv3-5 3x3, pooled to 1x1
   config.model.conv = tuple(dict(c, features=c["features"] // 8) for c in config.model.conv)
   config.model.dense = (64, 64)
@@ -180,50 +182,59 @@ def test_columns_talk_only_at_conv3_and_the_fc_layers(mode, two_columns):
   assert sorted(scatters) == (gathers if mode == "gradient" else []), report
 
 
-def sgd_run(config, params, steps=3):
-  """Eval logits, train logits and loss of step 0, and parameters after `steps` SGD steps.
+def train_run(config, params, steps=3):
+  """Metrics of the first train step and of an evaluation, and the parameters after `steps`
+  train steps (`supervision.train`: augmentation, dropout, the paper's SGD) on fixed images.
 
   With several processes each feeds its share of the batch rows and gets the results of all.
   """
   mesh = mesh_for(config)
-  model = models.create_model(config)
-  params = place(mesh, params)
-  rows = config.batch_size // jax.process_count()
-  host_batch = [x[jax.process_index() * rows :][:rows] for x in batch(config)]
-  images, labels = sharding.to_global(mesh, host_batch)
-
-  def loss_fn(params, images, labels, step):
-    rngs = {"dropout": jax.random.fold_in(jax.random.key(1), step)}
-    logits = model.apply({"params": params}, images, train=True, rngs=rngs)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
-
-  @jax.jit
-  def step_fn(params, images, labels, step):
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, logits), grads = grad_fn(params, images, labels, step)
-    return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), loss, logits
-
+  model, tx = models.create_model(config), optim.create_optimizer(config)
+  rng = np.random.default_rng(1)
+  size, rows = config.image_size, config.batch_size // jax.process_count()
+  batch = dict(
+    image=rng.integers(0, 256, (config.batch_size, size, size, 3), np.uint8),
+    label=rng.integers(0, config.num_classes, config.batch_size).astype(np.int32),
+    mask=np.ones(config.batch_size, bool),
+  )
+  batch = sharding.to_global(
+    mesh, {k: v[jax.process_index() * rows :][:rows] for k, v in batch.items()}
+  )
+  data_stats = dict(mean=np.full((size, size, 3), 120, np.float32), eigvals=np.ones(3, np.float32))
+  data_stats = sharding.replicate(mesh, dict(data_stats, eigvecs=np.eye(3, dtype=np.float32)))
+  state = train.TrainState(
+    step=np.int32(0),
+    params=params,
+    opt_state=tx.init(params),
+    rng=jax.random.key_data(jax.random.key(config.seed)),
+  )
+  state = jax.device_put(state, sharding.state_shardings(mesh, state))
+  step_fn = functools.partial(
+    train.train_step, model=model, tx=tx, lr_fn=optim.learning_rate_fn(config, 1), config=config
+  )
+  eval_fn = functools.partial(train.eval_step, model=model, config=config, ten_views=False)
   with jax.set_mesh(mesh):
-    eval_logits = jax.jit(model.apply)({"params": params}, images)
-    params, loss, train_logits = step_fn(params, images, labels, 0)
-    for step in range(1, steps):
-      params, *_ = step_fn(params, images, labels, step)
-  return multihost_utils.process_allgather((eval_logits, train_logits, loss, params), tiled=True)
+    step_fn = jax.jit(step_fn)
+    evaluation = jax.jit(eval_fn)(state.params, batch, data_stats)
+    state, metrics = step_fn(state, batch, data_stats, 1.0)
+    for _ in range(1, steps):
+      state, _ = step_fn(state, batch, data_stats, 1.0)
+  return multihost_utils.process_allgather((evaluation, metrics, state.params), tiled=True)
 
 
 @pytest.fixture(scope="module")
 def unsharded_run(initial_params):
-  return sgd_run(small_config(1, 1), initial_params)
+  return train_run(small_config(1, 1), initial_params)
 
 
 @pytest.mark.parametrize("data,model", MESHES[1:])
 def test_meshes_compute_the_same(data, model, unsharded_run, initial_params):
   assert jax.config.jax_threefry_partitionable  # dropout masks independent of the mesh
-  assert_same_run(unsharded_run, sgd_run(small_config(data, model), initial_params))
+  assert_same_run(unsharded_run, train_run(small_config(data, model), initial_params))
 
 
 def assert_same_run(want, got):
-  names = dict(enumerate(["eval logits", "train logits", "loss", "params after 3 steps"]))
+  names = dict(enumerate(["evaluation", "first train step", "params after 3 steps"]))
 
   def check(path, a, b):
     where = f"{names[path[0].idx]}{jax.tree_util.keystr(path[1:])}"
