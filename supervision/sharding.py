@@ -34,8 +34,14 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> None:
     jax.distributed.initialize(d.coordinator_address, d.num_processes, d.process_id)
 
 
-def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, int]:
-  """(data, model) sizes from `config.mesh`, -1 meaning all devices left; checks the config."""
+def mesh_shape(
+  config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1
+) -> tuple[int, int]:
+  """(data, model) sizes from `config.mesh`, -1 meaning all devices left; checks the config.
+
+  Every process reads its own examples (`input_pipeline`), so each must own whole rows of
+  the "data" axis: data is a multiple of the process count.
+  """
   data, model = config.mesh.data, config.mesh.model
   if model < 1 or data == 0 or data < -1:
     raise ConfigError(
@@ -52,6 +58,11 @@ def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int
     raise ConfigError(
       f"config.model.columns={config.model.columns} is not divisible by config.mesh.model="
       f"{model}: each model-device holds whole columns."
+    )
+  if data % num_processes:
+    raise ConfigError(
+      f"config.mesh.data={config.mesh.data} gives {data} batch slices for {num_processes}"
+      " processes; each process reads its own examples, so use a multiple of the process count."
     )
   if config.batch_size % data:
     raise ConfigError(
@@ -70,7 +81,7 @@ def create_mesh(config: ml_collections.ConfigDict, devices: list | None = None) 
   sharding into every array's type and demand a hand-written reshard at each column merge.
   """
   devices = jax.devices() if devices is None else devices
-  shape = mesh_shape(config, len(devices))
+  shape = mesh_shape(config, len(devices), len({d.process_index for d in devices}))
   return jax.make_mesh(shape, (DATA_AXIS, MODEL_AXIS), (AxisType.Auto,) * 2, devices=devices)
 
 

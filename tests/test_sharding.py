@@ -16,7 +16,7 @@ import pytest
 from jax.experimental import multihost_utils
 
 from configs import alexnet
-from supervision import models, optim, sharding, train
+from supervision import ConfigError, models, optim, sharding, train
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLECTIVES = ("all-gather", "all-reduce", "collective-permute", "all-to-all", "reduce-scatter")
@@ -124,8 +124,15 @@ def test_impossible_meshes_are_config_errors(change, devices, match):
   config.batch_size = change.get("batch_size", config.batch_size)
   config.mesh.data = change.get("data", -1)
   config.mesh.model = change.get("model", 1)
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(ConfigError, match=match):
     sharding.create_mesh(config, jax.devices()[:devices])
+
+
+def test_every_process_needs_its_own_batch_rows():
+  config = small_config(1, 2)
+  with pytest.raises(ConfigError, match=r"config.mesh.data=1 .* 2 processes"):
+    sharding.mesh_shape(config, num_devices=2, num_processes=2)
+  assert sharding.mesh_shape(small_config(2, 2), num_devices=4, num_processes=2) == (2, 2)
 
 
 def collectives(hlo: str) -> list[str]:
