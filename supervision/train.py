@@ -50,9 +50,9 @@ def create_train_state(
   config: ml_collections.ConfigDict, model: models.ColumnNet, tx: optax.GradientTransformation
 ) -> TrainState:
   """Initial state from `config.seed` (Section 5's initialization is in the model)."""
-  key = jax.random.key(config.seed)
+  init_key, key = jax.random.split(jax.random.key(config.seed))
   images = jnp.zeros((1, config.crop_size, config.crop_size, 3), jnp.float32)
-  params = model.init(jax.random.fold_in(key, -1), images)["params"]
+  params = model.init(init_key, images)["params"]
   return TrainState(
     step=jnp.zeros((), jnp.int32),
     params=params,

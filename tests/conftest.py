@@ -15,7 +15,7 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CIFAR10_SMALL_PER_CLASS = 20  # images per class and split in `cifar10_small_dir`
+CIFAR10_SMALL_PER_CLASS = 100  # images per class and split in `cifar10_small_dir`
 
 
 def _shared(name):

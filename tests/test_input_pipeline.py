@@ -278,6 +278,6 @@ def test_imagenet_samples_decode_without_error(imagenet_samples_dir, imagenet_cl
 
 def test_cifar10_small_reads_with_its_class_names(cifar10_small_dir, folder_config):
   config = folder_config(cifar10_small_dir, 10, batch_size=20, eval_split="test")
-  assert ip.dataset_sizes(config) == (200, 200, 10)
+  assert ip.dataset_sizes(config) == (1000, 1000, 10)
   (batch,) = take(ip.train_dataset(config, 0, 1), 1)
   assert batch["image"].shape == (20, 32, 32, 3) and batch["label"].max() < 10

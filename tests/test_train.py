@@ -37,18 +37,17 @@ def read_metrics(workdir):
 
 
 def test_training_learns_and_eval_after_restore_reproduces_it(config, tmp_path):
-  config.num_train_steps = 60
-  config.eval_every_steps = 30
-  config.learning_rate = 0.02
+  config.num_train_steps = 80
+  config.eval_every_steps = 40
   final = train.train_and_evaluate(config, str(tmp_path))
   losses = [m["loss"] for m in read_metrics(tmp_path) if "loss" in m]
-  assert np.mean(losses[-3:]) < np.mean(losses[:2]), losses
-  assert final["center"]["top1_error"] < 0.85  # chance is 0.9
-  assert final["center"]["count"] == final["ten_views"]["count"] == 100
+  assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05, losses
+  assert final["center"]["top1_error"] < 0.87  # chance is 0.9
+  assert final["center"]["count"] == final["ten_views"]["count"] == 1000
   written = json.loads((tmp_path / "eval_results.json").read_text())
   restored = train.evaluate_checkpoint(config, str(tmp_path))
-  assert restored == pytest.approx(final, rel=0, abs=0)
-  assert written["step"] == 60 and written["center"] == pytest.approx(final["center"])
+  assert restored == final
+  assert written["step"] == 80 and written["center"] == pytest.approx(final["center"])
   assert (tmp_path / "checkpoints").is_dir()
   assert list(tmp_path.glob("events.out.tfevents*")), "no TensorBoard event file"
 
