@@ -14,11 +14,13 @@ import numpy as np
 import optax
 import pytest
 from jax.experimental import multihost_utils
+from test_train import final_params
 
-from configs import alexnet
+from configs import alexnet, smoke
 from supervision import ConfigError, models, optim, sharding, train
 
 ROOT = Path(__file__).resolve().parents[1]
+CREATE_MESH = sharding.create_mesh
 COLLECTIVES = ("all-gather", "all-reduce", "collective-permute", "all-to-all", "reduce-scatter")
 MESHES = [(1, 1), (1, 2), (2, 1), (2, 2)]
 
@@ -274,3 +276,28 @@ def test_two_processes_compute_the_same(unsharded_run, tmp_path):
     with np.load(tmp_path / f"process{i}.npz") as f:
       got = jax.tree.unflatten(jax.tree.structure(unsharded_run), list(f.values()))
     assert_same_run(unsharded_run, got)
+
+
+def use_mesh(monkeypatch, config, data, model):
+  """Makes the trainer build a (data, model) mesh over the first data * model devices."""
+  config.mesh.data, config.mesh.model = data, model
+  devices = jax.devices()[: data * model]
+  monkeypatch.setattr(sharding, "create_mesh", functools.partial(CREATE_MESH, devices=devices))
+
+
+def test_checkpoints_move_between_meshes(cifar10_small_dir, tmp_path, monkeypatch):
+  """Trained on the paper's two model-devices, restored, evaluated and trained on one device,
+  and back: the same metrics and parameters on either mesh."""
+  config = smoke.get_config()
+  config.dataset = f"folder:{cifar10_small_dir}"
+  config.num_train_steps, config.eval_every_steps, config.num_eval_batches = 2, 1000, 2
+  use_mesh(monkeypatch, config, 1, 2)
+  two = train.train_and_evaluate(config, str(tmp_path))
+  use_mesh(monkeypatch, config, 1, 1)
+  assert train.evaluate_checkpoint(config, str(tmp_path)) == two
+  config.num_train_steps = 4  # resumes the (1, 2) run's checkpoint on one device
+  one = train.train_and_evaluate(config, str(tmp_path))
+  params = final_params(tmp_path, config)
+  use_mesh(monkeypatch, config, 1, 2)
+  assert train.evaluate_checkpoint(config, str(tmp_path)) == one
+  jax.tree.map(np.testing.assert_array_equal, final_params(tmp_path, config), params)
