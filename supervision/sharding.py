@@ -4,8 +4,9 @@ The mesh has axes ("data", "model"). Column c of every layer (kernels, biases, a
 lives on model-device c; the batch is split over "data". Parameters and optimizer state are
 placed by one rule: a leaf whose key path ends in a column layer's "kernel" or "bias" (the
 parameters, and the optimizer state that mirrors them) has a leading column axis, split over
-"model"; every other leaf is replicated. Which layers talk across
-"model" is decided by the model itself (`supervision.models`): only conv3 and the FC layers.
+"model"; every other leaf is replicated. Which layers talk across "model" is decided by the
+model itself (`supervision.models`): only conv3 and the FC layers. Dropout and augmentation
+draws do not depend on the mesh (`jax_threefry_partitionable`, JAX's default).
 """
 
 import math
