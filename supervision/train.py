@@ -137,6 +137,7 @@ class Trainer:
     self.config = config
     self.mesh = sharding.create_mesh(config)
     self.sizes = input_pipeline.dataset_sizes(config)
+    self.eval_source = input_pipeline.make_source(config, config.eval_split)
     self.steps_per_epoch = self.sizes.num_train // config.batch_size
     if config.num_train_steps > 0:
       self.num_steps = config.num_train_steps
@@ -172,7 +173,9 @@ class Trainer:
   def evaluate(self, params: Any, ten_views: bool = False) -> dict[str, float]:
     """Top-1/top-5 error and loss over the whole eval split (each example exactly once)."""
     totals: dict[str, float] = {}
-    batches = input_pipeline.eval_dataset(self.config)
+    batches = input_pipeline.ordered_batches(
+      self.eval_source, self.config, jax.process_index(), jax.process_count()
+    )
     for i, batch in enumerate(batches):
       if i == self.config.num_eval_batches:
         break
