@@ -212,9 +212,7 @@ class _Stop:
     self.signal = signal.Signals(signum).name
 
 
-def _device_batches(
-  trainer: Trainer, it: Iterator, prefetch: int = 2
-) -> Iterator[tuple[dict, Any]]:
+def device_batches(trainer: Trainer, it: Iterator, prefetch: int = 2) -> Iterator[tuple[dict, Any]]:
   """Global device batches with the iterator state after each, a few batches ahead."""
   queue = []
   for batch in it:
@@ -260,7 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   stop = _Stop()
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else trainer.steps_per_epoch
-  batches = _device_batches(trainer, train_iter)
+  batches = device_batches(trainer, train_iter)
   pending, iter_state, bar, t0 = [], None, None, time.perf_counter()
   for step in range(start + 1, trainer.num_steps + 1):
     if bar is None:
