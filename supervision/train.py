@@ -137,6 +137,7 @@ class Trainer:
     self.config = config
     self.mesh = sharding.create_mesh(config)
     self.sizes = input_pipeline.dataset_sizes(config)
+    self.eval_source = input_pipeline.make_source(config, config.eval_split)
     self.steps_per_epoch = self.sizes.num_train // config.batch_size
     if config.num_train_steps > 0:
       self.num_steps = config.num_train_steps
@@ -172,7 +173,9 @@ class Trainer:
   def evaluate(self, params: Any, ten_views: bool = False) -> dict[str, float]:
     """Top-1/top-5 error and loss over the whole eval split (each example exactly once)."""
     totals: dict[str, float] = {}
-    batches = input_pipeline.eval_dataset(self.config)
+    batches = input_pipeline.ordered_batches(
+      self.eval_source, self.config, jax.process_index(), jax.process_count()
+    )
     for i, batch in enumerate(batches):
       if i == self.config.num_eval_batches:
         break
@@ -209,9 +212,7 @@ class _Stop:
     self.signal = signal.Signals(signum).name
 
 
-def _device_batches(
-  trainer: Trainer, it: Iterator, prefetch: int = 2
-) -> Iterator[tuple[dict, Any]]:
+def device_batches(trainer: Trainer, it: Iterator, prefetch: int = 2) -> Iterator[tuple[dict, Any]]:
   """Global device batches with the iterator state after each, a few batches ahead."""
   queue = []
   for batch in it:
@@ -257,7 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   stop = _Stop()
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else trainer.steps_per_epoch
-  batches = _device_batches(trainer, train_iter)
+  batches = device_batches(trainer, train_iter)
   pending, iter_state, bar, t0 = [], None, None, time.perf_counter()
   for step in range(start + 1, trainer.num_steps + 1):
     if bar is None:

@@ -281,3 +281,12 @@ def test_cifar10_small_reads_with_its_class_names(cifar10_small_dir, folder_conf
   assert ip.dataset_sizes(config) == (1000, 1000, 10)
   (batch,) = take(ip.train_dataset(config, 0, 1), 1)
   assert batch["image"].shape == (20, 32, 32, 3) and batch["label"].max() < 10
+
+
+def test_cached_source_decodes_each_image_once(cifar10_small_dir, folder_config):
+  config = folder_config(cifar10_small_dir, 10, cache_images=True)
+  source = ip.make_source(config, "train")
+  assert len(source) == 1000
+  first = source[3]
+  source.source = None  # any further read of an uncached image would fail
+  assert source[3] is first

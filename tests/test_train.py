@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from supervision import ConfigError, checkpoint, train
+from supervision import ConfigError, checkpoint, input_pipeline, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,11 +103,18 @@ def test_sigterm_saves_and_exits_cleanly(cifar10_small_dir, tmp_path):
     ("crop_size", 40, "config.crop_size=40"),
     ("batch_size", 0, "config.batch_size=0"),
     ("lr_schedule", "cosine", "config.lr_schedule='cosine'"),
+    ("batch_size", 30, "config.batch_size=30 is not divisible by the data-parallel size 4"),
   ],
 )
 def test_config_errors_stop_before_compilation(config, tmp_path, key, value, match):
   config[key] = value
   with pytest.raises(ConfigError, match=match):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_unknown_dataset_is_named(config, tmp_path):
+  config.dataset = "no_such_dataset"
+  with pytest.raises(input_pipeline.DataError, match="no_such_dataset"):
     train.train_and_evaluate(config, str(tmp_path))
 
 
