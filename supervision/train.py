@@ -101,7 +101,8 @@ def train_step(
     step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
   )
   metrics = {k: v.mean() for k, v in metrics.items()}
-  return state, dict(metrics, learning_rate=lr)
+  # The norm of the new parameters lets the loop refuse to save a state that is no longer finite.
+  return state, dict(metrics, learning_rate=lr, param_norm=optax.tree.norm(state.params))
 
 
 def eval_step(
@@ -201,12 +202,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 class _Stop:
-  """Remembers a SIGTERM/SIGINT so that the loop can finish its step and save."""
+  """While entered, remembers a SIGTERM/SIGINT so that the loop can finish its step and save."""
 
-  def __init__(self):
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __enter__(self) -> "_Stop":
     self.signal = None
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      signal.signal(sig, self._handle)
+    self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for sig, handler in self.previous.items():
+      signal.signal(sig, handler)
 
   def _handle(self, signum, frame):
     self.signal = signal.Signals(signum).name
@@ -253,55 +260,57 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       with metrics_file.open("a") as f:
         f.write(json.dumps(dict(step=step, **metrics)) + "\n")
 
-  def save(step, iter_state, eval_error=None):
+  def save(iter_state, eval_error):
     checkpoint.save(manager, state, iter_state, dict(plateau=vars(plateau)), eval_error)
 
-  stop = _Stop()
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else trainer.steps_per_epoch
   batches = device_batches(trainer, train_iter)
-  pending, iter_state, bar, t0 = [], None, None, time.perf_counter()
-  for step in range(start + 1, trainer.num_steps + 1):
-    if bar is None:
-      epoch = (step - 1) // trainer.steps_per_epoch + 1
-      bar = tqdm.tqdm(total=trainer.steps_per_epoch, desc=f"epoch {epoch}", unit="step")
-      bar.update((step - 1) % trainer.steps_per_epoch)
-    batch, iter_state = next(batches)
-    with jax.set_mesh(trainer.mesh):
-      state, metrics = trainer.train_step(state, batch, trainer.data_stats, plateau.scale)
-    pending.append(metrics)
-    bar.update()
-    last = step == trainer.num_steps
-    if step % config.log_every_steps == 0 or last or stop.signal:
-      summary = _mean(jax.device_get(pending))
-      if not all(np.isfinite(v) for v in summary.values()):
-        raise FloatingPointError(
-          f"Non-finite training loss at step {step} ({summary}); stopping. The last good "
-          f"checkpoint in {manager.directory} is kept; lower config.learning_rate?"
-        )
-      elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
-      summary["images_per_second"] = len(pending) * config.batch_size / elapsed
-      bar.set_postfix(loss=summary["loss"], error=summary["top1_error"], refresh=False)
-      log(step, summary)
-      pending = []
-    eval_error = None
-    if step % eval_every == 0 or last:
-      results = trainer.evaluate(state.params)
-      eval_error = results["top1_error"]
-      if plateau.update(eval_error):
-        logging.info("Validation error stopped improving: learning rate x%g.", plateau.scale)
-      logging.info("Eval at step %d: %s", step, _format(results))
-      log(step, {f"eval_{k}": v for k, v in results.items()})
-      t0 = time.perf_counter()
-    if step % config.checkpoint_every_steps == 0 or last or stop.signal or eval_error is not None:
-      save(step, iter_state, eval_error)
-    if step % trainer.steps_per_epoch == 0 or last:
-      bar.close()
-      bar = None
-    if stop.signal:
-      manager.wait_until_finished()
-      logging.info("Stopped by %s after step %d; checkpoint saved.", stop.signal, step)
-      print(f"Stopped by {stop.signal} after step {step}; checkpoint saved in {workdir}.")
-      return {}
+  pending, bar, t0 = [], None, time.perf_counter()
+  with _Stop() as stop:
+    for step in range(start + 1, trainer.num_steps + 1):
+      if bar is None:
+        epoch = (step - 1) // trainer.steps_per_epoch + 1
+        bar = tqdm.tqdm(total=trainer.steps_per_epoch, desc=f"epoch {epoch}", unit="step")
+        bar.update((step - 1) % trainer.steps_per_epoch)
+      batch, iter_state = next(batches)
+      with jax.set_mesh(trainer.mesh):
+        state, metrics = trainer.train_step(state, batch, trainer.data_stats, plateau.scale)
+      pending.append(metrics)
+      bar.update()
+      last = step == trainer.num_steps
+      eval_now = step % eval_every == 0 or last
+      save_now = step % config.checkpoint_every_steps == 0 or last or eval_now or stop.signal
+      if step % config.log_every_steps == 0 or save_now:  # never save unchecked parameters
+        summary = _mean(jax.device_get(pending))
+        if not all(np.isfinite(v) for v in summary.values()):
+          raise FloatingPointError(
+            f"Non-finite training loss or parameters at step {step} ({summary}); stopping."
+            f" The last good checkpoint in {manager.directory} is kept; lower the learning rate?"
+          )
+        elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
+        summary["images_per_second"] = len(pending) * config.batch_size / elapsed
+        bar.set_postfix(loss=summary["loss"], error=summary["top1_error"], refresh=False)
+        log(step, summary)
+        pending = []
+      eval_error = None
+      if eval_now:
+        results = trainer.evaluate(state.params)
+        eval_error = results["top1_error"]
+        if plateau.update(eval_error):
+          logging.info("Validation error stopped improving: learning rate x%g.", plateau.scale)
+        logging.info("Eval at step %d: %s", step, _format(results))
+        log(step, {f"eval_{k}": v for k, v in results.items()})
+        t0 = time.perf_counter()
+      if save_now:
+        save(iter_state, eval_error)
+      if step % trainer.steps_per_epoch == 0 or last:
+        bar.close()
+        bar = None
+      if stop.signal:
+        manager.wait_until_finished()
+        logging.info("Stopped by %s after step %d; checkpoint saved.", stop.signal, step)
+        print(f"Stopped by {stop.signal} after step {step}; checkpoint saved in {workdir}.")
+        return {}
   manager.wait_until_finished()
   final = evaluate_views(trainer, state.params, workdir, step=int(state.step))
   writer.close()

@@ -66,12 +66,14 @@ def test_exact_resume(config, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(config, tmp_path):
+  config.num_train_steps = 4
+  config.eval_every_steps = 1000
+  train.train_and_evaluate(config, str(tmp_path))
   config.num_train_steps = 40
   config.log_every_steps = 1
-  config.checkpoint_every_steps = 2
-  config.eval_every_steps = 1000
+  config.checkpoint_every_steps = 1
   config.learning_rate = 1e12
-  with pytest.raises(FloatingPointError, match="Non-finite training loss"):
+  with pytest.raises(FloatingPointError, match="Non-finite training loss or parameters"):
     train.train_and_evaluate(config, str(tmp_path))
   params = final_params(tmp_path, config)
   assert all(np.isfinite(p).all() for p in jax.tree.leaves(params))
