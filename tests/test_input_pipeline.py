@@ -265,6 +265,7 @@ def test_imagenet_samples_decode_without_error(imagenet_samples_dir, imagenet_cl
       eval_split="validation",
       batch_size=50,
       num_workers=0,
+      cache_images=False,
       num_threads=2,
     )
   )
