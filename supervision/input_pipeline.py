@@ -349,6 +349,16 @@ def _batches(
   return _BadFiles(ds, pad).batch(batch_size, drop_remainder=True)
 
 
+def _global_position(index: int, count: int, batch_size: int, i: int) -> int:
+  """Where the i-th example of process `index` stands in the global stream: process p holds
+  rows p * b ... (p + 1) * b - 1 of every global batch of count * b rows."""
+  return (i // batch_size) * batch_size * count + index * batch_size + i % batch_size
+
+
+def _process_example(stream: grain.MapDataset, position: Callable[[int], int], i: int) -> dict:
+  return stream[position(i)]
+
+
 def train_dataset(
   config: ml_collections.ConfigDict,
   process_index: int | None = None,
@@ -356,14 +366,20 @@ def train_dataset(
 ) -> grain.IterDataset:
   """Endless training batches; every epoch is a new global shuffle of `config.train_split`.
 
-  All processes shuffle alike (`config.seed`) and each takes every process_count-th example, so
-  their slices are disjoint and together cover each epoch. `iter()` gives a grain
-  DatasetIterator whose `get_state()`/`set_state()` resume the stream exactly.
+  All processes shuffle alike (`config.seed`) and each reads its own rows of every global batch,
+  so the global batches (the processes' batches in process order) are the same for any number
+  of processes. `iter()` gives a grain DatasetIterator whose `get_state()`/`set_state()` resume
+  the stream exactly.
   """
   index, count = _processes(process_index, process_count)
+  batch_size = host_batch_size(config, count)
   source = make_source(config, config.train_split)
-  ds = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat()[index::count]
-  return _batches(ds, config, host_batch_size(config, count), pad=None)
+  stream = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat()
+  position = functools.partial(_global_position, index, count, batch_size)
+  ds = grain.MapDataset.range(len(stream) // count).map(
+    functools.partial(_process_example, stream, position)
+  )
+  return _batches(ds, config, batch_size, pad=None)
 
 
 def _padding(image_size: int) -> dict:

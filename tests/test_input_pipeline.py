@@ -197,14 +197,15 @@ def test_restored_state_continues_the_stream_exactly(twelve):
   assert [levels(b) for b in take(restored, 5)] == [levels(b) for b in rest]
 
 
-def test_processes_read_disjoint_slices_covering_each_epoch(twelve):
+def test_processes_read_their_rows_of_the_same_global_batches(twelve):
   _, config = twelve
-  slices = [
-    [level for b in take(ip.train_dataset(config, index, 2), 3) for level in levels(b)]
-    for index in range(2)
-  ]  # host batches of 2: 3 batches are one epoch
-  assert not set(slices[0]) & set(slices[1])
-  assert sorted(slices[0] + slices[1]) == list(range(1, 13))
+  per_process = [take(ip.train_dataset(config, index, 2), 6) for index in range(2)]
+  one_process = take(ip.train_dataset(config, 0, 1), 6)  # batches of 4: two epochs
+  for step, batch in enumerate(one_process):
+    rows = [levels(per_process[p][step]) for p in range(2)]
+    assert rows[0] + rows[1] == levels(batch)  # process p holds rows 2p, 2p + 1
+  first_epoch = [level for b in one_process[:3] for level in levels(b)]
+  assert sorted(first_epoch) == list(range(1, 13))
 
 
 def test_evaluation_sees_every_example_once_with_padding_masked(twelve):
