@@ -69,6 +69,44 @@ def local_response_norm(
   return _lrn(x, k, n, alpha / n if alpha_over_n else alpha, beta)
 
 
+def _conv2d(x: jax.Array, kernel: jax.Array, stride: int, pads: tuple) -> jax.Array:
+  return jax.lax.conv_general_dilated(
+    x, kernel, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv2d_cpu(x: jax.Array, kernel: jax.Array, stride: int, pads: tuple) -> jax.Array:
+  """`_conv2d` whose kernel gradient is one matmul of image patches with the output gradient:
+  XLA:CPU computes the kernel gradient of a convolution several times slower (AlexNet's train
+  step is about 1.6x faster this way). Used on CPU only."""
+  return _conv2d(x, kernel, stride, pads)
+
+
+def _conv2d_cpu_fwd(x, kernel, stride, pads):
+  return _conv2d(x, kernel, stride, pads), (x, kernel)
+
+
+def _conv2d_cpu_bwd(stride, pads, residuals, g):
+  x, kernel = residuals
+  (dx,) = jax.vjp(lambda x: _conv2d(x, kernel, stride, pads), x)[1](g)
+  size, (rows, cols) = kernel.shape[0], g.shape[1:3]
+  padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  patches = jnp.concatenate(
+    [
+      padded[:, i : i + stride * (rows - 1) + 1 : stride, j : j + stride * (cols - 1) + 1 : stride]
+      for i in range(size)
+      for j in range(size)
+    ],
+    axis=-1,
+  )
+  dkernel = jnp.einsum("bhwk,bhwo->ko", patches, g).reshape(kernel.shape)
+  return dx, dkernel
+
+
+conv2d_cpu.defvjp(_conv2d_cpu_fwd, _conv2d_cpu_bwd)
+
+
 def _column_map(fn: Callable, x: jax.Array, kernel: jax.Array, bias: jax.Array, reads: str):
   """Applies `fn(x_c, kernel_c, bias_c)` for every column c and stacks the results.
 
@@ -123,14 +161,13 @@ class ColumnConv(nn.Module):
     bias = self.param("bias", self.bias_init, (self.columns, self.features // self.columns))
 
     def conv(x, kernel, bias):
-      y = jax.lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=(self.stride, self.stride),
-        padding=self.padding,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      )
-      return y + bias
+      pads = self.padding
+      if isinstance(pads, str):
+        window, strides = kernel.shape[:2], (self.stride, self.stride)
+        pads = jax.lax.padtype_to_pads(x.shape[1:3], window, strides, pads)
+      pads = tuple(tuple(p) for p in pads)
+      conv2d = conv2d_cpu if jax.default_backend() == "cpu" else _conv2d
+      return conv2d(x, kernel, self.stride, pads) + bias
 
     return _column_map(conv, x, kernel, bias, reads)
 

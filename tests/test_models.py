@@ -186,3 +186,17 @@ def test_summary_places_half_of_each_layer_on_each_model_device():
   for row in summary.layer_table(config, mesh):
     assert row["bytes_per_device"] * 2 == row["params"] * 4, row
     assert row["sharding"] == "P('model',): column c on model-device c", row
+
+
+@pytest.mark.parametrize("stride,pads", [(4, ((0, 3), (0, 3))), (1, ((2, 2), (2, 2)))])
+def test_cpu_convolution_gradients_equal_xla(stride, pads):
+  x = jax.random.normal(jax.random.key(0), (2, 23, 23, 3))
+  w = jax.random.normal(jax.random.key(1), (5, 5, 3, 4))
+
+  def loss(conv):
+    return lambda x, w: jnp.sum(jnp.sin(conv(x, w, stride, pads)))
+
+  got = jax.grad(loss(models.conv2d_cpu), argnums=(0, 1))(x, w)
+  want = jax.grad(loss(models._conv2d), argnums=(0, 1))(x, w)
+  for g, r in zip(got, want, strict=True):
+    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
