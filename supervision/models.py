@@ -101,7 +101,10 @@ def _conv2d_cpu_bwd(stride, pads, residuals, g):
     axis=-1,
   )
   dkernel = jnp.einsum("bhwk,bhwo->ko", patches, g).reshape(kernel.shape)
-  return dx, dkernel
+  # Inside shard_map the batch is split over devices that share the kernel: sum over them.
+  varying = lambda a: jax.typeof(a).manual_axis_type.varying  # noqa: E731
+  batch_axes = tuple(varying(dkernel) - varying(kernel))
+  return dx, jax.lax.psum(dkernel, batch_axes) if batch_axes else dkernel
 
 
 conv2d_cpu.defvjp(_conv2d_cpu_fwd, _conv2d_cpu_bwd)
