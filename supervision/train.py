@@ -278,8 +278,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       pending.append(metrics)
       bar.update()
       last = step == trainer.num_steps
+      stopping = stop.signal  # read once: a signal arriving later is seen after the next step
       eval_now = step % eval_every == 0 or last
-      save_now = step % config.checkpoint_every_steps == 0 or last or eval_now or stop.signal
+      save_now = step % config.checkpoint_every_steps == 0 or last or eval_now or stopping
       if step % config.log_every_steps == 0 or save_now:  # never save unchecked parameters
         summary = _mean(jax.device_get(pending))
         if not all(np.isfinite(v) for v in summary.values()):
@@ -306,10 +307,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if step % trainer.steps_per_epoch == 0 or last:
         bar.close()
         bar = None
-      if stop.signal:
+      if stopping:
         manager.wait_until_finished()
-        logging.info("Stopped by %s after step %d; checkpoint saved.", stop.signal, step)
-        print(f"Stopped by {stop.signal} after step {step}; checkpoint saved in {workdir}.")
+        logging.info("Stopped by %s after step %d; checkpoint saved.", stopping, step)
+        print(f"Stopped by {stopping} after step {step}; checkpoint saved in {workdir}.")
         return {}
   manager.wait_until_finished()
   final = evaluate_views(trainer, state.params, workdir, step=int(state.step))
