@@ -49,12 +49,7 @@ def make_step(config, mesh):
   shapes = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
   # numpy draws: compiling JAX's RNG for every parameter shape costs minutes on CPU.
   params = jax.tree.map(lambda x: config.model.init_std * rng.standard_normal(x.shape, "f"), shapes)
-  state = train.TrainState(
-    step=np.int32(0),
-    params=params,
-    opt_state=tx.init(params),
-    rng=jax.random.key_data(jax.random.key(config.seed)),
-  )
+  state = train.state_from_params(params, tx, jax.random.key(config.seed))
   state = jax.device_put(state, sharding.state_shardings(mesh, state))
   inputs = (sharding.to_global(mesh, batch), sharding.replicate(mesh, data_stats), 1.0)
   step = functools.partial(

@@ -52,7 +52,11 @@ def create_train_state(
   """Initial state from `config.seed` (Section 5's initialization is in the model)."""
   init_key, key = jax.random.split(jax.random.key(config.seed))
   images = jnp.zeros((1, config.crop_size, config.crop_size, 3), jnp.float32)
-  params = model.init(init_key, images)["params"]
+  return state_from_params(model.init(init_key, images)["params"], tx, key)
+
+
+def state_from_params(params: Any, tx: optax.GradientTransformation, key: jax.Array) -> TrainState:
+  """Step 0 of training from `params`, with fresh optimizer state and base key `key`."""
   return TrainState(
     step=jnp.zeros((), jnp.int32),
     params=params,

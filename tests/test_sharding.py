@@ -211,12 +211,7 @@ def train_run(config, params, steps=3):
   )
   data_stats = dict(mean=np.full((size, size, 3), 120, np.float32), eigvals=np.ones(3, np.float32))
   data_stats = sharding.replicate(mesh, dict(data_stats, eigvecs=np.eye(3, dtype=np.float32)))
-  state = train.TrainState(
-    step=np.int32(0),
-    params=params,
-    opt_state=tx.init(params),
-    rng=jax.random.key_data(jax.random.key(config.seed)),
-  )
+  state = train.state_from_params(params, tx, jax.random.key(config.seed))
   state = jax.device_put(state, sharding.state_shardings(mesh, state))
   step_fn = functools.partial(
     train.train_step, model=model, tx=tx, lr_fn=optim.learning_rate_fn(config, 1), config=config
