@@ -42,6 +42,7 @@ def make_step(config, mesh):
   batch = dict(
     image=rng.integers(0, 256, (FLAGS.batch, size, size, 3), np.uint8),
     label=np.arange(FLAGS.batch, dtype=np.int32) % config.num_classes,
+    mask=np.ones(FLAGS.batch, bool),
   )
   data_stats = dict(mean=np.full((size, size, 3), 120, "f"), eigvals=np.ones(3, "f"))
   data_stats = dict(data_stats, eigvecs=np.eye(3, dtype="f"))

@@ -87,14 +87,18 @@ def train_step(
   lr_fn: optax.Schedule,
   config: ml_collections.ConfigDict,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One SGD step on a batch of uint8 images: augment, forward, backward, update."""
+  """One SGD step on a batch of uint8 images: augment, forward, backward, update.
+
+  The loss is the mean over the examples of `batch["mask"]` (an unreadable file is masked).
+  """
   aug_key, dropout_key = step_keys(state)
   images = preprocessing.train_views(aug_key, batch["image"], data_stats, config)
+  weights = batch["mask"] / jnp.maximum(batch["mask"].sum(), 1)
 
   def loss_fn(params):
     logits = model.apply({"params": params}, images, train=True, rngs={"dropout": dropout_key})
     metrics = classification_metrics(jax.nn.log_softmax(logits), batch["label"])
-    return metrics["loss"].mean(), metrics
+    return (metrics["loss"] * weights).sum(), metrics
 
   grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
   lr = lr_fn(state.step) * lr_scale
@@ -104,7 +108,7 @@ def train_step(
   state = state.replace(
     step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
   )
-  metrics = {k: v.mean() for k, v in metrics.items()}
+  metrics = {k: (v * weights).sum() for k, v in metrics.items()}
   # The norm of the new parameters lets the loop refuse to save a state that is no longer finite.
   return state, dict(metrics, learning_rate=lr, param_norm=optax.tree.norm(state.params))
 

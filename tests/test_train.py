@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from supervision import ConfigError, checkpoint, input_pipeline, train
+from supervision import ConfigError, checkpoint, input_pipeline, sharding, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +63,27 @@ def test_exact_resume(config, tmp_path):
   train.train_and_evaluate(config, str(tmp_path / "twice"))
   once, twice = final_params(tmp_path / "once", config), final_params(tmp_path / "twice", config)
   jax.tree.map(np.testing.assert_array_equal, once, twice)
+
+
+def test_masked_examples_do_not_change_the_step(config, tmp_path):
+  trainer = train.Trainer(config, str(tmp_path))
+  batch = next(iter(input_pipeline.train_dataset(config, 0, 1)))
+  batch["mask"][:3] = False  # as for three unreadable files
+
+  def step(batch):
+    state = trainer.init_state()
+    with jax.set_mesh(trainer.mesh):
+      state, metrics = trainer.train_step(
+        state, sharding.to_global(trainer.mesh, batch), trainer.data_stats, 1.0
+      )
+    return jax.device_get((state.params, metrics))
+
+  params, metrics = step(batch)
+  changed = dict(batch, image=batch["image"].copy(), label=batch["label"].copy())
+  changed["image"][:3], changed["label"][:3] = 255 - changed["image"][:3], 9 - changed["label"][:3]
+  params_changed, metrics_changed = step(changed)
+  jax.tree.map(np.testing.assert_array_equal, params, params_changed)
+  assert metrics == metrics_changed and 0 < metrics["loss"] < 10
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(config, tmp_path):
