@@ -48,7 +48,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.eval_split = "validation"
   config.num_workers = 0  # processes decoding images (0: decode in the main process)
   config.num_threads = 4  # threads decoding images in each process (PIL releases the GIL)
-  config.cache_images = False  # keep decoded images in memory (for datasets that fit)
+  config.cache_images = False  # decode each split into memory once, before training
 
   # The network (Section 3 and Figure 2).
   config.model = ml_collections.ConfigDict()

@@ -31,7 +31,7 @@ def compute_stats(config: ml_collections.ConfigDict) -> dict:
   Sums are float64 in a fixed order, so the result is deterministic (and exact sums of
   integers for up to 2**53 / 255**2 pixels, over 10**6 full ImageNets).
   """
-  source = input_pipeline.make_source(config, config.train_split)
+  source = input_pipeline.decoding_source(config, config.train_split)
   batches = input_pipeline.ordered_batches(source, config, process_index=0, process_count=1)
   size = config.image_size
   pixel_sum, rgb_products, count = np.zeros((size, size, 3)), np.zeros((3, 3)), 0

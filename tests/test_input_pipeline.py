@@ -286,10 +286,16 @@ def test_cifar10_small_reads_with_its_class_names(cifar10_small_dir, folder_conf
   assert batch["image"].shape == (20, 32, 32, 3) and batch["label"].max() < 10
 
 
-def test_cached_source_decodes_each_image_once(cifar10_small_dir, folder_config):
-  config = folder_config(cifar10_small_dir, 10, cache_images=True)
+def test_cached_source_decodes_every_image_up_front(image_folder, folder_config):
+  classes = image_folder({"train": {"a": 3, "b": 4}})
+  (image_folder.root / "train" / "b" / "zero.jpg").write_bytes(b"")
+  config = folder_config(image_folder.root, 2, batch_size=3, cache_images=True)
   source = ip.make_source(config, "train")
-  assert len(source) == 1000
-  first = source[3]
-  source.source = None  # any further read of an uncached image would fail
-  assert source[3] is first
+  for path in (image_folder.root / "train").glob("*/*"):
+    path.unlink()  # reads after the caching would fail
+  assert len(source) == 8
+  batch = ip.read_batch(source, np.arange(8))
+  assert batch["mask"].tolist() == [True] * 7 + [False]
+  assert levels(batch)[:7] == list(range(1, 8))
+  assert [int(x) for x in batch["label"][:7]] == ["ab".index(classes[v]) for v in range(1, 8)]
+  assert list(batch["errors"]) == [7] and "zero.jpg" in batch["errors"][7]
