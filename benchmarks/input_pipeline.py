@@ -45,16 +45,18 @@ def timed(run: Callable[[], int], repeats: int) -> float:
 def pipeline_images_per_second(
   trainer: train.Trainer, config: ml_collections.ConfigDict, batches: int
 ) -> dict:
-  """Host batches of `config` alone, and with the device preprocessing of training."""
+  """Host batches of `config` alone, and with the device preprocessing of training; each from
+  a new iterator, so that neither reads batches that the other's threads read ahead."""
   views = jax.jit(functools.partial(preprocessing.train_views, config=config))
-  keys = iter(jax.random.split(jax.random.key(0), 2 * batches + 2))
-  host = iter(input_pipeline.train_dataset(config))
+  keys = iter(jax.random.split(jax.random.key(0), batches + 1))
+  dataset = input_pipeline.train_dataset(config)
+  host, host_for_device = iter(dataset), iter(dataset)
 
   def host_only():
     return len(next(host)["label"])
 
   def host_and_device():
-    batch = next(host)
+    batch = next(host_for_device)
     views(next(keys), batch["image"], trainer.data_stats).block_until_ready()
     return len(batch["label"])
 
