@@ -49,7 +49,7 @@ def pipeline_images_per_second(
   a new iterator, so that neither reads batches that the other's threads read ahead."""
   views = jax.jit(functools.partial(preprocessing.train_views, config=config))
   keys = iter(jax.random.split(jax.random.key(0), batches + 1))
-  dataset = input_pipeline.train_dataset(config)
+  dataset = input_pipeline.train_dataset(config, source=trainer.train_source)
   host, host_for_device = iter(dataset), iter(dataset)
 
   def host_only():
@@ -70,7 +70,8 @@ def step_images_per_second(trainer: train.Trainer, steps: int, rounds: int) -> d
   """Medians over interleaved rounds of the train step on a device-resident batch and on the
   batches of the real pipeline (prefetched as in training)."""
   config = trainer.config
-  batches = train.device_batches(trainer, iter(input_pipeline.train_dataset(config)))
+  dataset = input_pipeline.train_dataset(config, source=trainer.train_source)
+  batches = train.device_batches(trainer, iter(dataset))
   resident, _ = next(batches)
   state = [trainer.init_state()]
 

@@ -145,9 +145,10 @@ class Trainer:
     validate_config(config)
     self.config = config
     self.mesh = sharding.create_mesh(config)
-    self.sizes = input_pipeline.dataset_sizes(config)
+    # The training split is listed here once; train_and_evaluate decodes it.
+    self.train_source = input_pipeline.decoding_source(config, config.train_split)
     self.eval_source = input_pipeline.make_source(config, config.eval_split)
-    self.steps_per_epoch = self.sizes.num_train // config.batch_size
+    self.steps_per_epoch = len(self.train_source) // config.batch_size
     if config.num_train_steps > 0:
       self.num_steps = config.num_train_steps
     else:
@@ -245,7 +246,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   metrics_file = Path(workdir) / "metrics.jsonl"
   manager = checkpoint.create_manager(workdir, config)
   plateau = optim.Plateau.from_config(config)
-  train_iter = iter(input_pipeline.train_dataset(config))
+  train_iter = iter(input_pipeline.train_dataset(config, source=trainer.train_source))
 
   restored = checkpoint.restore(manager, trainer.abstract_state(), train_iter)
   if restored is None:
@@ -257,8 +258,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info(
       "Mesh %s on %d device(s); %d train / %d eval images, %d classes; %d steps of %d; "
       "checkpoints in %s%s.",
-      dict(trainer.mesh.shape), jax.device_count(), trainer.sizes.num_train,
-      trainer.sizes.num_eval, config.num_classes, trainer.num_steps, config.batch_size,
+      dict(trainer.mesh.shape), jax.device_count(), len(trainer.train_source),
+      len(trainer.eval_source), config.num_classes, trainer.num_steps, config.batch_size,
       manager.directory, f", resumed at step {start}" if start else "",
   )  # fmt: skip
 
