@@ -17,6 +17,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+import grain
 import jax
 import ml_collections
 from absl import app, flags
@@ -43,13 +44,12 @@ def timed(run: Callable[[], int], repeats: int) -> float:
 
 
 def pipeline_images_per_second(
-  trainer: train.Trainer, config: ml_collections.ConfigDict, batches: int
+  trainer: train.Trainer, dataset: grain.IterDataset, batches: int
 ) -> dict:
-  """Host batches of `config` alone, and with the device preprocessing of training; each from
+  """Host batches of `dataset` alone, and with the device preprocessing of training; each from
   a new iterator, so that neither reads batches that the other's threads read ahead."""
-  views = jax.jit(functools.partial(preprocessing.train_views, config=config))
+  views = jax.jit(functools.partial(preprocessing.train_views, config=trainer.config))
   keys = iter(jax.random.split(jax.random.key(0), batches + 1))
-  dataset = input_pipeline.train_dataset(config, source=trainer.train_source)
   host, host_for_device = iter(dataset), iter(dataset)
 
   def host_only():
@@ -66,11 +66,12 @@ def pipeline_images_per_second(
   }
 
 
-def step_images_per_second(trainer: train.Trainer, steps: int, rounds: int) -> dict:
+def step_images_per_second(
+  trainer: train.Trainer, dataset: grain.IterDataset, steps: int, rounds: int
+) -> dict:
   """Medians over interleaved rounds of the train step on a device-resident batch and on the
-  batches of the real pipeline (prefetched as in training)."""
+  batches of `dataset` (prefetched as in training)."""
   config = trainer.config
-  dataset = input_pipeline.train_dataset(config, source=trainer.train_source)
   batches = train.device_batches(trainer, iter(dataset))
   resident, _ = next(batches)
   state = [trainer.init_state()]
@@ -90,13 +91,15 @@ def step_images_per_second(trainer: train.Trainer, steps: int, rounds: int) -> d
 
 def report(config: ml_collections.ConfigDict) -> None:
   trainer = train.Trainer(config, FLAGS.workdir)
-  pipeline = pipeline_images_per_second(trainer, config, FLAGS.batches)
+  dataset = input_pipeline.train_dataset(config, source=trainer.train_source)
+  pipeline = pipeline_images_per_second(trainer, dataset, FLAGS.batches)
   if config.cache_images:  # the images are decoded before training; how fast is that?
     decoding = config.copy_and_resolve_references()
     decoding.cache_images = False
-    rate = pipeline_images_per_second(trainer, decoding, FLAGS.batches)["host"]
+    uncached = input_pipeline.train_dataset(decoding, source=trainer.train_source)
+    rate = pipeline_images_per_second(trainer, uncached, FLAGS.batches)["host"]
     pipeline["host, decoding at each read (cache_images=False)"] = rate
-  steps = step_images_per_second(trainer, FLAGS.steps, FLAGS.rounds)
+  steps = step_images_per_second(trainer, dataset, FLAGS.steps, FLAGS.rounds)
   print(
     f"dataset {config.dataset}, batch {config.batch_size}, image {config.image_size},"
     f" crop {config.crop_size}, {config.num_threads} threads, {config.num_workers} worker"
