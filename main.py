@@ -7,7 +7,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from supervision import ConfigError, input_pipeline, sharding, stats, summary, train
+from supervision import ConfigError, DataError, prepare, sharding, stats, summary, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=True)
@@ -15,10 +15,12 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, statistics and 
 flags.DEFINE_enum(
   "mode",
   "train",
-  ["train", "eval", "stats", "summary"],
+  ["train", "eval", "stats", "prepare", "summary"],
   "train: train (resuming from the workdir's latest checkpoint); eval: evaluate a checkpoint "
   "of the workdir (central crop and 10 views); stats: compute the dataset statistics (mean "
-  "image, RGB covariance) into the workdir; summary: print the layer table.",
+  "image, RGB covariance) into the workdir; prepare: decode every split once into 256x256 "
+  "JPEG records in the workdir, to train from with --config.dataset=prepared:WORKDIR; "
+  "summary: print the layer table.",
 )
 flags.mark_flags_as_required(["config"])
 
@@ -59,12 +61,13 @@ def main(argv: list[str]) -> None:
     train=train.train_and_evaluate,
     eval=train.evaluate_checkpoint,
     stats=stats.run_stats,
+    prepare=prepare.run_prepare,
     summary=print_summary,
   )
   try:
     sharding.initialize_distributed(config)
     modes[FLAGS.mode](config, FLAGS.workdir)
-  except (ConfigError, input_pipeline.DataError, FileNotFoundError, FloatingPointError) as e:
+  except (ConfigError, DataError, FileNotFoundError, FloatingPointError) as e:
     sys.exit(f"Error: {e}")
 
 

@@ -3,3 +3,7 @@
 
 class ConfigError(ValueError):
   """A configuration value that cannot work; the message names the key and the value."""
+
+
+class DataError(ValueError):
+  """A dataset, file or setting that cannot be read as asked; the message says what to fix."""

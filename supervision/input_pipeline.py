@@ -4,6 +4,7 @@
 
   imagenet2012, cifar10, ...   a TFDS dataset in `config.data_dir` (random access, array_record)
   folder:/path                 image files in /path/<split>/<class>/<file>
+  prepared:/path               a dataset prepared once with --mode=prepare (`supervision.prepared`)
   fake                         random images, for throughput benchmarks only
 
 Every image is decoded on the host at each read, or with `config.cache_images` once, before
@@ -35,17 +36,16 @@ import tqdm
 from absl import flags, logging
 from PIL import Image
 
+from supervision import DataError, prepared
+
 FOLDER_PREFIX = "folder:"
+FOLDER_SPLITS = ("train", "val", "validation", "test")
 SPLIT_ALIASES = {"validation": "val", "val": "validation"}
 FAKE_SIZES = {"train": 1_281_167}  # other splits: FAKE_EVAL_SIZE
 FAKE_EVAL_SIZE = 50_000
 
 # Full-size photos may exceed PIL's decompression-bomb limit; JPEGs are decoded at reduced size.
 Image.MAX_IMAGE_PIXELS = None
-
-
-class DataError(ValueError):
-  """A dataset, file or setting that cannot be read as asked; the message says what to fix."""
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:
@@ -170,13 +170,18 @@ def read_class_list(path: str) -> list[str]:
   return names
 
 
+def split_alias(split: str, available: Any) -> str:
+  """`split`, or the name standing in for it ("validation" and "val") that is in `available`."""
+  alias = SPLIT_ALIASES.get(split)
+  return alias if split not in available and alias in available else split
+
+
 def _split_dir(root: Path, split: str) -> Path:
   """ROOT/<split>, with "validation" and "val" standing in for each other."""
-  for name in (split, SPLIT_ALIASES.get(split)):
-    if name and (root / name).is_dir():
-      return root / name
   found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-  raise DataError(f"No folder for split {split!r} in {root}; found folders {found}.")
+  if split_alias(split, found) not in found:
+    raise DataError(f"No folder for split {split!r} in {root}; found folders {found}.")
+  return root / split_alias(split, found)
 
 
 def _visible(path: Path) -> list[os.DirEntry]:
@@ -191,8 +196,7 @@ def folder_classes(root: Path, class_list: str) -> list[str]:
   splits (so that every split labels a class alike)."""
   if not root.is_dir():
     raise DataError(f"Dataset folder {root} does not exist.")
-  splits = [root / s for s in ("train", "val", "validation", "test") if (root / s).is_dir()]
-  folders = {e.name for s in splits for e in _visible(s) if e.is_dir()}
+  folders = {e.name for s in folder_splits(root) for e in _visible(root / s) if e.is_dir()}
   if not class_list:
     return sorted(folders)
   names = read_class_list(class_list)
@@ -200,6 +204,11 @@ def folder_classes(root: Path, class_list: str) -> list[str]:
   if unknown:
     raise DataError(f"Class folder(s) {unknown[:5]} under {root} are not in {class_list}.")
   return names
+
+
+def folder_splits(root: Path) -> list[str]:
+  """The split folders (of `FOLDER_SPLITS`) in `root`."""
+  return [split for split in FOLDER_SPLITS if (root / split).is_dir()]
 
 
 def folder_source(root: Path, split: str, classes: list[str], image_size: int) -> FolderSource:
@@ -273,12 +282,28 @@ def decoding_source(config: ml_collections.ConfigDict, split: str) -> Any:
     logging.warning("Dataset 'fake': random images, for throughput benchmarks only.")
     size = FAKE_SIZES.get(split, FAKE_EVAL_SIZE)
     return FakeSource(size, config.num_classes, config.image_size)
+  if config.dataset.startswith(prepared.PREFIX):
+    path = prepared.root(config)
+    metadata = prepared.read_metadata(path, config)
+    return prepared.PreparedSource(path, metadata, split_alias(split, metadata["splits"]))
   if config.dataset.startswith(FOLDER_PREFIX):
     root = Path(config.dataset.removeprefix(FOLDER_PREFIX))
     classes = folder_classes(root, config.class_list)
     _check_num_classes(len(classes), config.class_list or root, config)
     return folder_source(root, split, classes, config.image_size)
   return tfds_source(config, split)
+
+
+def source_classes_and_splits(config: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
+  """The class names (in label order) and the split names of a folder or TFDS dataset."""
+  if config.dataset.startswith(FOLDER_PREFIX):
+    root = Path(config.dataset.removeprefix(FOLDER_PREFIX))
+    classes = folder_classes(root, config.class_list)
+    _check_num_classes(len(classes), config.class_list or root, config)
+    return classes, folder_splits(root)
+  info = _tfds_builder(config).info
+  _check_num_classes(info.features["label"].num_classes, config.dataset, config)
+  return list(info.features["label"].names), list(info.splits)
 
 
 def cached(source: Any, config: ml_collections.ConfigDict, split: str) -> Any:

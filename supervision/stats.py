@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from supervision import input_pipeline
+from supervision import input_pipeline, prepared
 
 DEVICE_KEYS = ("mean", "eigvals", "eigvecs")
 
@@ -24,41 +24,57 @@ def stats_path(config: ml_collections.ConfigDict, workdir: str) -> Path:
   return Path(workdir) / f"stats_{name}_{config.image_size}.npz"
 
 
-def compute_stats(config: ml_collections.ConfigDict) -> dict:
-  """Mean image [S, S, 3], RGB covariance [3, 3] and its eigenvalues (descending) and
-  eigenvectors (columns) over the decodable images of `config.train_split`, on 0-255 values.
+def image_sums(images: np.ndarray) -> dict:
+  """Sums over uint8 images [n, S, S, 3]: "pixels" [S, S, 3], "rgb_products" [3, 3] (sums of
+  r_i r_j over all pixels) and "count". Float64 holds them exactly (integers below 2**53, over
+  10**6 full ImageNets), so sums of sums do not depend on the order."""
+  images = images.astype(np.float64)
+  rgb = images.reshape(-1, 3)
+  return dict(pixels=images.sum(axis=0), rgb_products=rgb.T @ rgb, count=len(images))
 
-  Sums are float64 in a fixed order, so the result is deterministic (and exact sums of
-  integers for up to 2**53 / 255**2 pixels, over 10**6 full ImageNets).
-  """
-  source = input_pipeline.decoding_source(config, config.train_split)
-  batches = input_pipeline.ordered_batches(source, config, process_index=0, process_count=1)
-  size = config.image_size
-  pixel_sum, rgb_products, count = np.zeros((size, size, 3)), np.zeros((3, 3)), 0
-  steps = -(-len(source) // config.batch_size)
-  for batch in tqdm.tqdm(batches, total=steps, desc=f"stats of {config.dataset}", unit="batch"):
-    images = batch["image"][batch["mask"]].astype(np.float64)
-    pixel_sum += images.sum(axis=0)
-    rgb = images.reshape(-1, 3)
-    rgb_products += rgb.T @ rgb
-    count += len(images)
-  if not count:
+
+def add_sums(a: dict | None, b: dict) -> dict:
+  """The sums of `image_sums` over both sets of images (`a` may be None: no images yet)."""
+  return b if a is None else {key: a[key] + b[key] for key in b}
+
+
+def stats_from_sums(sums: dict | None, config: ml_collections.ConfigDict, skipped: int) -> dict:
+  """Mean image [S, S, 3], RGB covariance [3, 3] and its eigenvalues (descending) and
+  eigenvectors (columns) on 0-255 values, from the sums of the decodable training images."""
+  if sums is None or not sums["count"]:
     split = config.train_split
     raise input_pipeline.DataError(f"No decodable images in split {split!r} of {config.dataset}.")
-  mean = pixel_sum / count
+  count = int(sums["count"])
+  mean = sums["pixels"] / count
   rgb_mean = mean.mean(axis=(0, 1))
-  cov = rgb_products / (count * size * size) - np.outer(rgb_mean, rgb_mean)
+  cov = sums["rgb_products"] / (count * mean.shape[0] * mean.shape[1])
+  cov = cov - np.outer(rgb_mean, rgb_mean)
   eigvals, eigvecs = np.linalg.eigh(cov)
   return dict(
     dataset=config.dataset,
-    image_size=size,
+    image_size=config.image_size,
     count=count,
-    skipped=len(source) - count,
+    skipped=skipped,
     mean=mean,
     cov=cov,
     eigvals=eigvals[::-1],
     eigvecs=eigvecs[:, ::-1],
   )
+
+
+def compute_stats(config: ml_collections.ConfigDict) -> dict:
+  """`stats_from_sums` over the decodable images of `config.train_split`, in one pass (a
+  prepared dataset holds them already: they are read, not computed)."""
+  if config.dataset.startswith(prepared.PREFIX):
+    return prepared.read_stats(config)
+  source = input_pipeline.decoding_source(config, config.train_split)
+  batches = input_pipeline.ordered_batches(source, config, process_index=0, process_count=1)
+  sums = None
+  steps = -(-len(source) // config.batch_size)
+  for batch in tqdm.tqdm(batches, total=steps, desc=f"stats of {config.dataset}", unit="batch"):
+    sums = add_sums(sums, image_sums(batch["image"][batch["mask"]]))
+  count = 0 if sums is None else sums["count"]
+  return stats_from_sums(sums, config, skipped=len(source) - count)
 
 
 def save_stats(stats: dict, path: Path) -> None:
