@@ -34,7 +34,7 @@ import ml_collections
 import numpy as np
 import tqdm
 from absl import flags, logging
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from supervision import DataError, prepared
 
@@ -67,6 +67,8 @@ def _example(name: str, read: Callable[[], bytes], label: int, size: int) -> dic
   """{"image", "label"}, or {"error"} naming the file when it cannot be read or decoded."""
   try:
     image = decode_image(read(), size)
+  except UnidentifiedImageError:  # its message holds the address of a buffer
+    return {"error": f"{name}: not an image that PIL can identify"}
   except Exception as e:  # PIL raises many kinds of errors for broken files.
     return {"error": f"{name}: {type(e).__name__}: {e}"}
   return {"image": image, "label": np.int32(label)}
