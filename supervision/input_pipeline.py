@@ -36,7 +36,7 @@ import tqdm
 from absl import flags, logging
 from PIL import Image, UnidentifiedImageError
 
-from supervision import DataError, prepared
+from supervision import ConfigError, DataError, prepared
 
 FOLDER_PREFIX = "folder:"
 FOLDER_SPLITS = ("train", "val", "validation", "test")
@@ -134,9 +134,10 @@ class CachedSource:
       ) from None
     labels, self.errors = np.zeros(steps * batch_size, np.int32), {}
     indices = functools.partial(eval_indices, count, 0, 1, batch_size)
-    batches = grain.MapDataset.range(steps).map(functools.partial(_read, source, indices))
+    read = functools.partial(_read, read_batch, source, indices)
+    batches = grain.MapDataset.range(steps).map(read)
     progress = tqdm.tqdm(total=steps, desc=f"decoding {name}", unit="batch")
-    for k, batch in enumerate(_read_ahead(batches, config)):
+    for k, batch in enumerate(_read_ahead(batches, *loader_settings(config, source))):
       rows = slice(k * batch_size, (k + 1) * batch_size)
       images[rows], labels[rows] = batch["image"], batch["label"]
       self.errors.update(batch["errors"])
@@ -387,8 +388,8 @@ def host_batch_size(config: ml_collections.ConfigDict, process_count: int) -> in
   return config.batch_size // process_count
 
 
-def _read(source: Any, indices: Callable[[int], np.ndarray], k: int) -> dict:
-  return read_batch(source, indices(k))
+def _read(read: Callable, source: Any, indices: Callable[[int], np.ndarray], k: int) -> dict:
+  return read(source, indices(k))
 
 
 def _loader(
@@ -397,31 +398,69 @@ def _loader(
   num_batches: int,
   config: ml_collections.ConfigDict,
 ) -> grain.IterDataset:
-  """Batches k = 0 ... num_batches - 1, each read_batch(source, indices(k)), read ahead by
-  `config.num_threads` threads in each of `config.num_workers` processes; bad files are logged
-  in this process.
+  """Batches k = 0 ... num_batches - 1, each read_batch(source, indices(k)), read ahead by the
+  threads and worker processes of `loader_settings`; bad files are logged in this process.
 
   Grain rather than tf.data: random access gives an exact global shuffle per epoch and a small
   resumable state (the batch number). A whole batch is one Grain element, so that Grain's cost
-  per element (about 0.6 ms on these CPUs) is paid per batch, not per image. Threads are the
-  default since PIL releases the GIL while decoding: on 2 CPU cores 4 threads read 520 ImageNet
-  photos/s, 2 worker processes of 2 threads 537, without pickling the source to the workers.
-  Small images are another matter (CIFAR-10: 2,800 JPEGs/s with 4 threads, 6,900 with 2
-  workers), but those are decoded once into memory (`config.cache_images`).
+  per element (about 0.6 ms on these CPUs) is paid per batch, not per image.
   """
-  ds = grain.MapDataset.range(num_batches).map(functools.partial(_read, source, indices))
-  return _BadFiles(_read_ahead(ds, config))
+  batches = grain.MapDataset.range(num_batches)
+  if config.decoder == "host":
+    ds = batches.map(functools.partial(_read, read_batch, source, indices))
+    return _BadFiles(_read_ahead(ds, *loader_settings(config, source)))
+  if config.decoder != "dali":
+    raise ConfigError(f"config.decoder={config.decoder!r}; choose 'host' or 'dali'.")
+  if not isinstance(source, prepared.PreparedSource):
+    raise ConfigError(
+      f"config.decoder='dali' decodes prepared datasets, not {config.dataset!r} (with"
+      " cache_images=False); prepare it with --mode=prepare first."
+    )
+  from supervision import dali  # an optional install, imported only when selected
+
+  ds = batches.map(functools.partial(_read, prepared.read_encoded, source, indices))
+  decoder = dali.Decoder(len(indices(0)))
+  return _BadFiles(_read_ahead(ds, *loader_settings(config, source))).map(decoder)
 
 
-def _read_ahead(ds: grain.MapDataset, config: ml_collections.ConfigDict) -> grain.IterDataset:
-  """`ds` in order, its elements read ahead by threads (and worker processes) of `config`."""
-  ds = ds.to_iter_dataset(
-    grain.ReadOptions(num_threads=config.num_threads, prefetch_buffer_size=config.num_threads + 1)
-  )
-  if config.num_workers > 0:
+MIN_CORES_FOR_WORKERS = 4
+THREADS_PER_WORKER = 2
+
+
+def host_cores() -> int:
+  """The CPU cores this process may run on."""
+  return len(os.sched_getaffinity(0))
+
+
+def loader_settings(config: ml_collections.ConfigDict, source: Any) -> tuple[int, int]:
+  """(worker processes, threads in each process) reading `source`: `config.num_workers` and
+  `config.num_threads`, or where they are -1, what the host's cores give.
+
+  Decoding sources get one worker process per core from MIN_CORES_FOR_WORKERS cores up, with
+  THREADS_PER_WORKER threads each: threads share one GIL (on an H200 host, 16 threads read
+  1,300 ImageNet photos/s, 16 processes 3,000). Below that, and for images in memory
+  (`CachedSource`, which workers would each copy), threads of this process read: on 2 cores
+  4 threads read 520 photos/s, 2 processes of 2 threads 537.
+  """
+  cores = host_cores()
+  workers = config.num_workers
+  if workers < 0:
+    decodes = not isinstance(source, CachedSource)
+    workers = cores if decodes and cores >= MIN_CORES_FOR_WORKERS else 0
+  threads = config.num_threads
+  if threads < 0:
+    threads = THREADS_PER_WORKER if workers else max(4, cores)
+  return workers, threads
+
+
+def _read_ahead(ds: grain.MapDataset, workers: int, threads: int) -> grain.IterDataset:
+  """`ds` in order, its elements read ahead by `threads` threads in each of `workers` worker
+  processes (none: in this process)."""
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads + 1))
+  if workers > 0:
     if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags
       flags.FLAGS.mark_as_parsed()
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.num_workers))
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return ds
 
 

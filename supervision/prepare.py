@@ -100,9 +100,7 @@ def _write_in_worker(shard: Shard, out: Path, quality: int) -> Shard:
 
 def num_processes(config: ml_collections.ConfigDict) -> int:
   """`config.num_workers`, or for -1 the cores this process may run on (0: no workers)."""
-  if config.num_workers >= 0:
-    return config.num_workers
-  return len(os.sched_getaffinity(0))
+  return config.num_workers if config.num_workers >= 0 else input_pipeline.host_cores()
 
 
 def write_shards(

@@ -109,6 +109,17 @@ class PreparedSource:
     return {"image": image, "label": np.int32(label)}
 
 
+def read_encoded(source: PreparedSource, indices: np.ndarray) -> dict:
+  """The records of `indices` undecoded: "jpeg" (uint8 arrays), "label" and "mask", which is
+  False for padding (index -1); padding rows hold record 0's JPEG."""
+  labels, jpegs = np.zeros(len(indices), np.int32), []
+  for row, index in enumerate(indices):
+    label, jpeg = decode_record(source.records[max(int(index), 0)])
+    labels[row] = label if index >= 0 else 0
+    jpegs.append(np.frombuffer(jpeg, np.uint8))
+  return dict(jpeg=jpegs, label=labels, mask=np.asarray(indices) >= 0, errors={})
+
+
 def read_stats(config: ml_collections.ConfigDict) -> dict:
   """The training split's statistics stored with the prepared dataset of `config`, as
   `supervision.stats.compute_stats` gives them."""

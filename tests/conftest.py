@@ -98,6 +98,7 @@ def folder_config():
     config = alexnet.get_config()
     config.dataset, config.num_classes = f"folder:{root}", num_classes
     config.image_size, config.crop_size, config.batch_size, config.num_threads = 32, 24, 4, 2
+    config.num_workers = 0
     config.update(overrides)
     return config
 

@@ -300,3 +300,16 @@ def test_cached_source_decodes_every_image_up_front(image_folder, folder_config)
   assert levels(batch)[:7] == list(range(1, 8))
   assert [int(x) for x in batch["label"][:7]] == ["ab".index(classes[v]) for v in range(1, 8)]
   assert list(batch["errors"]) == [7] and "zero.jpg" in batch["errors"][7]
+
+
+def test_loader_settings_follow_the_host_cores(twelve, monkeypatch):
+  _, config = twelve
+  config.num_workers = config.num_threads = -1
+  source = ip.decoding_source(config, "train")
+  cached = ip.CachedSource(source, config, "train")
+  for cores, decoding, in_memory in [(16, (16, 2), (0, 16)), (2, (0, 4), (0, 4))]:
+    monkeypatch.setattr(ip, "host_cores", lambda cores=cores: cores)
+    assert ip.loader_settings(config, source) == decoding
+    assert ip.loader_settings(config, cached) == in_memory
+  config.num_workers, config.num_threads = 3, 1
+  assert ip.loader_settings(config, source) == ip.loader_settings(config, cached) == (3, 1)

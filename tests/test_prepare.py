@@ -17,7 +17,7 @@ from test_input_pipeline import levels, take
 from test_train import final_params
 
 from configs import smoke
-from supervision import DataError, input_pipeline, prepare, prepared, stats, train
+from supervision import ConfigError, DataError, input_pipeline, prepare, prepared, stats, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -212,3 +212,38 @@ def test_training_on_prepared_data_resumes_exactly(cifar10_small_dir, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, once, twice)
   metrics = json.loads((tmp_path / "once" / "eval_results.json").read_text())
   assert metrics["center"]["count"] == 2 * config.batch_size
+
+
+def test_dali_decodes_as_the_host_does(photos, tmp_path):
+  pytest.importorskip("nvidia.dali", reason="DALI is not installed (requirements-dali.txt)")
+  _, config = photos
+  prepare.run_prepare(config, str(tmp_path / "prepared"))
+  config = prepared_config(config, tmp_path / "prepared")
+  config.batch_size = 5  # evaluation: 12 examples in 3 batches, 3 rows of padding
+  host = take(input_pipeline.train_dataset(config, 0, 1), 3) + list(
+    input_pipeline.eval_dataset(config, 0, 1)
+  )
+  config.decoder = "dali"
+  dali = take(input_pipeline.train_dataset(config, 0, 1), 3) + list(
+    input_pipeline.eval_dataset(config, 0, 1)
+  )
+  assert len(dali) == len(host) == 6 and (~dali[-1]["mask"]).sum() == 3
+  for a, b in zip(host, dali, strict=True):
+    np.testing.assert_array_equal(a["label"][a["mask"]], b["label"][b["mask"]])
+    np.testing.assert_array_equal(a["mask"], b["mask"])
+    assert isinstance(b["image"], np.ndarray) and b["image"].dtype == np.uint8
+    np.testing.assert_array_equal(a["image"][a["mask"]], b["image"][b["mask"]])
+
+
+@pytest.mark.parametrize(
+  "decoder,dataset,match",
+  [("dali", "folder", "decodes prepared datasets"), ("gpu", "prepared", "config.decoder='gpu'")],
+)
+def test_decoder_errors(photos, tmp_path, decoder, dataset, match):
+  _, config = photos
+  if dataset == "prepared":
+    prepare.run_prepare(config, str(tmp_path / "prepared"))
+    config = prepared_config(config, tmp_path / "prepared")
+  config.decoder = decoder
+  with pytest.raises(ConfigError, match=match):
+    input_pipeline.train_dataset(config, 0, 1)
