@@ -1,40 +1,47 @@
-"""Images per second of the training input pipeline against the training step's consumption.
+"""The input pipeline against the training step: per-core decoding rates of full-size and
+prepared data, where a batch's time goes, the cores needed to feed a step rate, and the train
+step fed by the pipeline against the same step on a device-resident batch.
 
-  python -m benchmarks.input_pipeline --config=configs/cifar10.py \
-    --config.dataset=folder:/path/to/cifar10 --workdir=/tmp/bench
+  python -m benchmarks.input_pipeline --config=configs/alexnet.py \
+    --config.dataset=folder:/data/imagenet --prepared=/data/imagenet_prepared --workdir=/tmp/bench
 
-Three numbers, for the same config: the pipeline as the trainer runs it (host batches from
-`train_dataset`: read, decode, rescale, central crop, or with `config.cache_images` read from
-the images decoded before training; then the jitted `train_views`: mean subtraction, random
-crop, reflection, PCA lighting); the real train step on one batch kept on the device
-(synthetic input: no input cost); and the train step fed by the real pipeline.
-Targets: pipeline >= 1.5x the step, and the real-input step within 5% of the synthetic one.
-The statistics are computed into (or read from) --workdir.
+--config.dataset is the full-size source (folder or TFDS); --prepared is the same dataset after
+`main.py --mode=prepare` (prepared into WORKDIR/prepared when not given). Rates are medians of
+interleaved rounds. Targets (issue: prepared data): prepared >= 5x full-size per core, and on a
+GPU host the step fed by prepared data >= 90% of the resident-batch step. With --trainer_steps,
+`main.py`'s own training loop (train_and_evaluate) also runs on the prepared data, and its logged
+rate is reported. The statistics are computed into (or read from) --workdir.
 """
 
 import functools
+import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grain
 import jax
 import ml_collections
+import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from supervision import input_pipeline, preprocessing, train
+from supervision import input_pipeline, prepare, prepared, sharding, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).")
-flags.DEFINE_string("workdir", "/tmp/supervision_benchmark", "Where the statistics are cached.")
-flags.DEFINE_integer("batches", 10, "Batches per measurement of the pipeline.")
+flags.DEFINE_string("workdir", "/tmp/supervision_benchmark", "Statistics and prepared data.")
+flags.DEFINE_string("prepared", "", "The prepared copy of --config.dataset (default: make one).")
+flags.DEFINE_integer("batches", 16, "Batches per measurement.")
 flags.DEFINE_integer("steps", 5, "Train steps per measurement.")
-flags.DEFINE_integer("rounds", 2, "Interleaved rounds (synthetic, real, synthetic, real, ...).")
+flags.DEFINE_integer("rounds", 3, "Interleaved rounds; medians are reported.")
+flags.DEFINE_list("step_rates", ["14000", "25000"], "Images/s to project the needed cores for.")
+flags.DEFINE_integer("trainer_steps", 0, "Steps of main.py's training loop on prepared data.")
 flags.mark_flags_as_required(["config"])
 
 
-def timed(run: Callable[[], int], repeats: int) -> float:
+def rate(run: Callable[[], int], repeats: int) -> float:
   """Images per second of `run` (which returns its number of images), after one warm-up call."""
   run()
   start, images = time.perf_counter(), 0
@@ -43,36 +50,88 @@ def timed(run: Callable[[], int], repeats: int) -> float:
   return images / (time.perf_counter() - start)
 
 
-def pipeline_images_per_second(
-  trainer: train.Trainer, dataset: grain.IterDataset, batches: int
-) -> dict:
-  """Host batches of `dataset` alone, and with the device preprocessing of training; each from
-  a new iterator, so that neither reads batches that the other's threads read ahead."""
-  views = jax.jit(functools.partial(preprocessing.train_views, config=trainer.config))
-  keys = iter(jax.random.split(jax.random.key(0), batches + 1))
-  host, host_for_device = iter(dataset), iter(dataset)
+def medians(measurements: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+  """Each measurement `rounds` times, interleaved (A B A B ...); the medians."""
+  values = {name: [] for name in measurements}
+  for _ in range(rounds):
+    for name, measure in measurements.items():
+      values[name].append(measure())
+  return {name: statistics.median(v) for name, v in values.items()}
 
-  def host_only():
-    return len(next(host)["label"])
 
-  def host_and_device():
-    batch = next(host_for_device)
-    views(next(keys), batch["image"], trainer.data_stats).block_until_ready()
-    return len(batch["label"])
+def per_core(sources: dict, config: ml_collections.ConfigDict) -> dict[str, Callable]:
+  """In this thread: the decoding of each source alone (`source[i]`, file read included), and
+  with the batching (`read_batch`), over batches of the training order."""
+  measurements = {}
+  for name, source in sources.items():
+    order = np.random.default_rng(0).permutation(len(source))
+    batches = np.resize(order, (FLAGS.batches, config.batch_size))
+    cycle = iter(range(10**9))
+
+    def decode(source=source, batches=batches, cycle=cycle):
+      for index in batches[next(cycle) % len(batches)]:
+        source[int(index)]
+      return len(batches[0])
+
+    def batch(source=source, batches=batches, cycle=cycle):
+      return len(input_pipeline.read_batch(source, batches[next(cycle) % len(batches)])["label"])
+
+    measurements[f"{name}: decode"] = functools.partial(rate, decode, FLAGS.batches)
+    measurements[f"{name}: decode + batch"] = functools.partial(rate, batch, FLAGS.batches)
+  return measurements
+
+
+def transfers(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[str, Callable]:
+  """The cost of moving a ready batch: through a worker process of Grain (shared memory), and
+  from the host to the devices."""
+  size, b = config.image_size, config.batch_size
+  batch = dict(
+    image=np.zeros((b, size, size, 3), np.uint8),
+    label=np.zeros(b, np.int32),
+    mask=np.ones(b, bool),
+  )
+  through_worker = grain.MapDataset.range(10**9).map(lambda k: batch).to_iter_dataset()
+  through_worker = iter(through_worker.mp_prefetch(grain.MultiprocessingOptions(num_workers=1)))
+
+  def ipc():
+    return len(next(through_worker)["label"])
+
+  def host_to_device():
+    jax.block_until_ready(sharding.to_global(mesh, batch))
+    return b
 
   return {
-    "host": timed(host_only, batches),
-    "host + device preprocessing": timed(host_and_device, batches),
+    "Grain worker -> main process": functools.partial(rate, ipc, FLAGS.batches),
+    "host -> device": functools.partial(rate, host_to_device, FLAGS.batches),
   }
 
 
-def step_images_per_second(
-  trainer: train.Trainer, dataset: grain.IterDataset, steps: int, rounds: int
-) -> dict:
-  """Medians over interleaved rounds of the train step on a device-resident batch and on the
-  batches of `dataset` (prefetched as in training)."""
-  config = trainer.config
-  batches = train.device_batches(trainer, iter(dataset))
+def loaders(configs: dict, trainer: train.Trainer) -> dict[str, Callable]:
+  """The training loader as configured (`loader_settings`): host batches alone and with their
+  transfer to the devices. Each measurement starts a new iterator and times the batches after
+  its first, so that no batch read ahead during another measurement is counted."""
+
+  def sustained(config, to_device):
+    batches = iter(input_pipeline.train_dataset(config))
+    next(batches)
+    start = time.perf_counter()
+    for _ in range(FLAGS.batches):
+      batch = next(batches)
+      if to_device:
+        jax.block_until_ready(sharding.to_global(trainer.mesh, batch))
+    return FLAGS.batches * config.batch_size / (time.perf_counter() - start)
+
+  measurements = {}
+  for name, config in configs.items():
+    measurements[f"{name}: loader"] = functools.partial(sustained, config, False)
+    measurements[f"{name}: loader + host -> device"] = functools.partial(sustained, config, True)
+  return measurements
+
+
+def steps(trainer: train.Trainer, config: ml_collections.ConfigDict) -> dict[str, Callable]:
+  """The real train step on a device-resident batch, and fed by the pipeline of `config`
+  (prefetched as in training)."""
+  batches = train.device_batches(trainer, iter(input_pipeline.train_dataset(config)))
   resident, _ = next(batches)
   state = [trainer.init_state()]
 
@@ -82,37 +141,71 @@ def step_images_per_second(
     jax.block_until_ready(metrics)
     return config.batch_size
 
-  rates = {"synthetic": [], "real": []}
-  for _ in range(rounds):
-    rates["synthetic"].append(timed(lambda: step(resident), steps))
-    rates["real"].append(timed(lambda: step(next(batches)[0]), steps))
-  return {name: statistics.median(r) for name, r in rates.items()}
+  return {
+    "train step, resident batch": functools.partial(rate, lambda: step(resident), FLAGS.steps),
+    "train step, prepared data": functools.partial(
+      rate, lambda: step(next(batches)[0]), FLAGS.steps
+    ),
+  }
+
+
+def trainer_rate(config: ml_collections.ConfigDict) -> float:
+  """Median logged images/s of `train_and_evaluate` (main.py's loop) after its first interval."""
+  config = config.copy_and_resolve_references()
+  workdir = Path(FLAGS.workdir) / f"trainer_{time.time_ns()}"
+  config.num_train_steps = FLAGS.trainer_steps
+  config.log_every_steps = max(1, FLAGS.trainer_steps // 5)
+  config.eval_every_steps = config.checkpoint_every_steps = 10**9
+  config.num_eval_batches = 1
+  train.train_and_evaluate(config, str(workdir))
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  logged = [json.loads(line).get("images_per_second") for line in lines]
+  return statistics.median([r for r in logged if r is not None][1:])
 
 
 def report(config: ml_collections.ConfigDict) -> None:
-  trainer = train.Trainer(config, FLAGS.workdir)
-  dataset = input_pipeline.train_dataset(config, source=trainer.train_source)
-  pipeline = pipeline_images_per_second(trainer, dataset, FLAGS.batches)
-  if config.cache_images:  # the images are decoded before training; how fast is that?
-    decoding = config.copy_and_resolve_references()
-    decoding.cache_images = False
-    uncached = input_pipeline.train_dataset(decoding, source=trainer.train_source)
-    rate = pipeline_images_per_second(trainer, uncached, FLAGS.batches)["host"]
-    pipeline["host, decoding at each read (cache_images=False)"] = rate
-  steps = step_images_per_second(trainer, dataset, FLAGS.steps, FLAGS.rounds)
+  out = Path(FLAGS.prepared or Path(FLAGS.workdir) / "prepared")
+  if not FLAGS.prepared:
+    prepare.run_prepare(config, str(out))
+  ready = config.copy_and_resolve_references()
+  ready.dataset = f"{prepared.PREFIX}{out}"
+  full_source = input_pipeline.decoding_source(config, config.train_split)
+  ready_source = input_pipeline.decoding_source(ready, ready.train_split)
+  sources = {"full-size": full_source, "prepared": ready_source}
+  trainer = train.Trainer(ready, FLAGS.workdir)
+  workers, threads = input_pipeline.loader_settings(ready, sources["prepared"])
   print(
-    f"dataset {config.dataset}, batch {config.batch_size}, image {config.image_size},"
-    f" crop {config.crop_size}, {config.num_threads} threads, {config.num_workers} worker"
-    f" processes, mesh {dict(trainer.mesh.shape)} on {jax.devices()[0].platform}"
+    f"dataset {config.dataset} and {ready.dataset}, batch {config.batch_size}, image"
+    f" {config.image_size}, {input_pipeline.host_cores()} cores; loader: {workers} worker"
+    f" processes x {threads} threads; mesh {dict(trainer.mesh.shape)} on"
+    f" {jax.devices()[0].device_kind}"
   )
-  for name, rate in pipeline.items():
-    print(f"pipeline, {name}: {rate:8.1f} images/s")
-  print(f"train step, device-resident synthetic batch: {steps['synthetic']:8.1f} images/s")
-  print(f"train step, real pipeline:                   {steps['real']:8.1f} images/s")
-  ratio = pipeline["host + device preprocessing"] / steps["synthetic"]
-  print(f"ratio pipeline / step: {ratio:.2f} (target >= 1.5)")
-  slowdown = steps["synthetic"] / steps["real"] - 1
-  print(f"step time with the real pipeline: {slowdown:+.1%} against synthetic (target <= 5%)")
+  results = medians(per_core(sources, config), FLAGS.rounds)
+  results |= medians(transfers(config, trainer.mesh), FLAGS.rounds)
+  results |= medians(loaders({"full-size": config, "prepared": ready}, trainer), FLAGS.rounds)
+  results |= medians(steps(trainer, ready), FLAGS.rounds)
+  if FLAGS.trainer_steps:
+    results["main.py's training loop, prepared data"] = trainer_rate(ready)
+  for name, value in results.items():
+    print(f"{name:45s} {value:10.1f} images/s")
+
+  print("\nMilliseconds per batch of", config.batch_size, "(one core; the worker transfer in the")
+  print("worker, host -> device in the main process):")
+  ms = {name: 1e3 * config.batch_size / value for name, value in results.items()}
+  for name in ("full-size", "prepared"):
+    decode, batch = ms[f"{name}: decode"], ms[f"{name}: decode + batch"]
+    print(f"  {name:10s} decode {decode:7.1f}, batching {batch - decode:6.1f},", end="")
+    print(f" worker transfer {ms['Grain worker -> main process']:5.1f},", end="")
+    print(f" host -> device {ms['host -> device']:5.1f}")
+  ratio = results["prepared: decode + batch"] / results["full-size: decode + batch"]
+  print(f"\nprepared / full-size, decode + batch per core: {ratio:.2f}x (target >= 5)")
+  for name in ("full-size", "prepared"):
+    per_image = 1 / results[f"{name}: decode + batch"] + 1 / results["Grain worker -> main process"]
+    for step_rate in map(float, FLAGS.step_rates):
+      print(f"cores to feed {step_rate:,.0f} images/s, {name}: {step_rate * per_image:.1f}", end="")
+      print(f" ({1 / per_image:,.0f} images/s per core through worker processes)")
+  fed = results["train step, prepared data"] / results["train step, resident batch"]
+  print(f"train step fed by prepared data / resident batch: {fed:.1%} (target >= 90% on a GPU)")
 
 
 def main(argv: list[str]) -> None:

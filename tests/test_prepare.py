@@ -247,3 +247,26 @@ def test_decoder_errors(photos, tmp_path, decoder, dataset, match):
   config.decoder = decoder
   with pytest.raises(ConfigError, match=match):
     input_pipeline.train_dataset(config, 0, 1)
+
+
+def test_shared_photos_prepared_keep_statistics_labels_and_pixels(
+  imagenet_samples_dir, imagenet_classes_file, tmp_path
+):
+  config = smoke.get_config()
+  config.update(
+    dataset=f"folder:{imagenet_samples_dir}", class_list=str(imagenet_classes_file),
+    num_classes=1000, image_size=256, crop_size=224, train_split="val", batch_size=50,
+    num_workers=0, cache_images=False,
+  )  # fmt: skip
+  folder_stats = stats.compute_stats(config)  # the pass of --mode=stats
+  prepare.run_prepare(config, str(tmp_path / "prepared"))
+  ready = prepared_config(config, tmp_path / "prepared")
+  for key in ("mean", "cov", "eigvals", "count"):
+    np.testing.assert_allclose(stats.compute_stats(ready)[key], folder_stats[key], rtol=1e-12)
+  originals = read_all(input_pipeline.decoding_source(config, "val"))
+  copies = read_all(input_pipeline.decoding_source(ready, "val"))
+  assert copies["mask"].all() and len(copies["label"]) == 250
+  np.testing.assert_array_equal(copies["label"], originals["label"])
+  mse = np.mean((copies["image"].astype(float) - originals["image"]) ** 2, axis=(1, 2, 3))
+  psnr = 10 * np.log10(255**2 / mse)
+  assert psnr.mean() > 35 and psnr.min() > 28  # quality 90: 36.9 dB on average, 29.7 the least
