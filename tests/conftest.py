@@ -1,7 +1,9 @@
-"""Test setup: simulated CPU devices (set before jax is imported) and the shared data."""
+"""Test setup: simulated CPU devices and a compilation cache (set before jax is imported, and
+inherited by the tests' subprocesses), and the shared data."""
 
 import os
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,9 @@ os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# A new cache for each session: tests that train several times compile the same steps once.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="supervision_jax_cache_")
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CIFAR10_SMALL_PER_CLASS = 100  # images per class and split in `cifar10_small_dir`

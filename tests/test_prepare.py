@@ -9,15 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 from test_input_pipeline import levels, take
-from test_train import final_params
+from test_train import assert_resume_is_exact
 
 from configs import smoke
-from supervision import ConfigError, DataError, input_pipeline, prepare, prepared, stats, train
+from supervision import ConfigError, DataError, input_pipeline, prepare, prepared, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -195,21 +194,12 @@ def test_prepared_processes_read_their_rows_and_evaluation_sees_all(twelve_prepa
 
 def test_training_on_prepared_data_resumes_exactly(cifar10_small_dir, tmp_path):
   config = smoke.get_config()
-  config.dataset = f"folder:{cifar10_small_dir}"
-  config.num_workers = 0
+  config.update(dataset=f"folder:{cifar10_small_dir}", num_workers=0, cache_images=False)
   config.prepare.shard_size = 256
   prepare.run_prepare(config, str(tmp_path / "prepared"))
   config = prepared_config(config, tmp_path / "prepared")
-  config.eval_every_steps = config.checkpoint_every_steps = 100
   config.num_eval_batches = 2
-  config.num_train_steps = 8
-  train.train_and_evaluate(config, str(tmp_path / "once"))
-  config.num_train_steps = 4
-  train.train_and_evaluate(config, str(tmp_path / "twice"))
-  config.num_train_steps = 8
-  train.train_and_evaluate(config, str(tmp_path / "twice"))
-  once, twice = final_params(tmp_path / "once", config), final_params(tmp_path / "twice", config)
-  jax.tree.map(np.testing.assert_array_equal, once, twice)
+  assert_resume_is_exact(config, tmp_path, 8)
   metrics = json.loads((tmp_path / "once" / "eval_results.json").read_text())
   assert metrics["center"]["count"] == 2 * config.batch_size
 
