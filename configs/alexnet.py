@@ -55,8 +55,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # processes) or "dali" (NVIDIA DALI: nvJPEG on the GPU; requirements-dali.txt).
   config.decoder = "host"
   # --mode=prepare: the 256x256 images stored as JPEGs of this quality, in ArrayRecord shards of
-  # this many examples (about 20 MB each at quality 90).
-  config.prepare = ml_collections.ConfigDict(dict(jpeg_quality=90, shard_size=1024))
+  # this many examples (about 20 MB each at quality 90), for these splits (empty: all).
+  config.prepare = ml_collections.ConfigDict(dict(jpeg_quality=90, shard_size=1024, splits=()))
 
   # The network (Section 3 and Figure 2).
   config.model = ml_collections.ConfigDict()

@@ -298,15 +298,18 @@ def decoding_source(config: ml_collections.ConfigDict, split: str) -> Any:
 
 
 def source_classes_and_splits(config: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
-  """The class names (in label order) and the split names of a folder or TFDS dataset."""
+  """The class names (in label order) and the split names of a folder or TFDS dataset (TFDS
+  prepares it first, as reading it would)."""
   if config.dataset.startswith(FOLDER_PREFIX):
     root = Path(config.dataset.removeprefix(FOLDER_PREFIX))
     classes = folder_classes(root, config.class_list)
     _check_num_classes(len(classes), config.class_list or root, config)
     return classes, folder_splits(root)
-  info = _tfds_builder(config).info
-  _check_num_classes(info.features["label"].num_classes, config.dataset, config)
-  return list(info.features["label"].names), list(info.splits)
+  builder = _tfds_builder(config)
+  builder.download_and_prepare()
+  labels = builder.info.features["label"]
+  _check_num_classes(labels.num_classes, config.dataset, config)
+  return list(labels.names), list(builder.info.splits)
 
 
 def cached(source: Any, config: ml_collections.ConfigDict, split: str) -> Any:

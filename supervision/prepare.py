@@ -213,6 +213,7 @@ def run_prepare(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.dataset == "fake" or config.dataset.startswith(prepared.PREFIX):
     raise DataError(f"--mode=prepare reads a folder or TFDS dataset, not {config.dataset!r}.")
   classes, split_names = input_pipeline.source_classes_and_splits(config)
+  split_names = list(config.prepare.splits) or split_names
   sources = {split: input_pipeline.decoding_source(config, split) for split in split_names}
   sizes = {split: len(source) for split, source in sources.items()}
   settings = _settings(config, classes)

@@ -1,6 +1,7 @@
 """Prepared datasets: --mode=prepare (counts, bad files, labels, statistics, resuming after a
 kill) and training from `prepared:` (order, processes, evaluation, exact resume)."""
 
+import io
 import json
 import os
 import signal
@@ -260,3 +261,21 @@ def test_shared_photos_prepared_keep_statistics_labels_and_pixels(
   mse = np.mean((copies["image"].astype(float) - originals["image"]) ** 2, axis=(1, 2, 3))
   psnr = 10 * np.log10(255**2 / mse)
   assert psnr.mean() > 35 and psnr.min() > 28  # quality 90: 36.9 dB on average, 29.7 the least
+
+
+def test_tfds_datasets_are_prepared_like_folders(folder_config, tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  config = folder_config("unused", 10, dataset="cifar10", eval_split="test")
+  config.prepare.splits = ("train", "test")  # mock data lists no splits of its own
+  with tfds.testing.mock_data(num_examples=6):
+    metadata = prepare.run_prepare(config, str(tmp_path / "prepared"))
+    originals = read_all(input_pipeline.decoding_source(config, "test"))
+  assert [metadata["splits"][s]["examples"] for s in ("train", "test")] == [6, 6]
+  copies = read_all(
+    input_pipeline.decoding_source(prepared_config(config, tmp_path / "prepared"), "test")
+  )
+  np.testing.assert_array_equal(copies["label"], originals["label"])
+  for copy, original in zip(copies["image"], originals["image"], strict=True):  # PIL's JPEG
+    buffer = io.BytesIO()
+    Image.fromarray(original).save(buffer, "JPEG", quality=90)
+    np.testing.assert_array_equal(copy, np.asarray(Image.open(buffer)))
