@@ -116,13 +116,15 @@ def write_shards(
       write_shard(sources[shard.split], shard, out, quality)
       progress.update(shard.stop - shard.start)
   else:
-    with concurrent.futures.ProcessPoolExecutor(
-      workers, multiprocessing.get_context("spawn"), _init_worker, (sources,)
-    ) as pool:
+    context = multiprocessing.get_context("spawn")
+    pool = concurrent.futures.ProcessPoolExecutor(workers, context, _init_worker, (sources,))
+    try:
       jobs = [pool.submit(_write_in_worker, shard, out, quality) for shard in shards]
       for job in concurrent.futures.as_completed(jobs):
         shard = job.result()
         progress.update(shard.stop - shard.start)
+    finally:  # on an error or Ctrl-C, the shards not started are not started
+      pool.shutdown(cancel_futures=True)
   progress.close()
 
 
@@ -214,14 +216,15 @@ def run_prepare(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise DataError(f"--mode=prepare reads a folder or TFDS dataset, not {config.dataset!r}.")
   classes, split_names = input_pipeline.source_classes_and_splits(config)
   split_names = list(config.prepare.splits) or split_names
-  sources = {split: input_pipeline.decoding_source(config, split) for split in split_names}
-  sizes = {split: len(source) for split, source in sources.items()}
   settings = _settings(config, classes)
   finished = (out / prepared.METADATA).exists()
   if finished:
     _check_settings(out / prepared.METADATA, settings, ("source", "image_size", "jpeg_quality"))
     metadata = prepared.read_metadata(out, config)
-  else:
+    split_names = list(metadata["splits"])  # to count them again
+  sources = {split: input_pipeline.decoding_source(config, split) for split in split_names}
+  sizes = {split: len(source) for split, source in sources.items()}
+  if not finished:
     metadata = _write_dataset(out, sources, sizes, settings, config)
   lines = count_records(out, metadata, sizes)
   if not finished:

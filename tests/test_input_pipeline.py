@@ -270,6 +270,7 @@ def test_imagenet_samples_decode_without_error(imagenet_samples_dir, imagenet_cl
       num_workers=0,
       cache_images=False,
       num_threads=2,
+      decoder="host",
     )
   )
   with caplog.at_level(logging.WARNING):
