@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import tqdm
 from absl import logging
-from clu import metric_writers
+from tensorboardX import SummaryWriter
 
 from supervision import (
   ConfigError,
@@ -242,7 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains from scratch or from the latest checkpoint in `workdir`; returns the final eval."""
   Path(workdir).mkdir(parents=True, exist_ok=True)
   trainer = Trainer(config, workdir)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = SummaryWriter(workdir) if jax.process_index() == 0 else None  # TensorBoard events
   metrics_file = Path(workdir) / "metrics.jsonl"
   manager = checkpoint.create_manager(workdir, config)
   plateau = optim.Plateau.from_config(config)
@@ -264,8 +264,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   )  # fmt: skip
 
   def log(step, metrics):
-    writer.write_scalars(step, metrics)
-    if jax.process_index() == 0:
+    if writer:
+      for name, value in metrics.items():
+        writer.add_scalar(name, value, step)
+      writer.flush()
       with metrics_file.open("a") as f:
         f.write(json.dumps(dict(step=step, **metrics)) + "\n")
 
@@ -323,7 +325,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         return {}
   manager.wait_until_finished()
   final = evaluate_views(trainer, state.params, workdir, step=int(state.step))
-  writer.close()
+  if writer:
+    writer.close()
   return final
 
 
