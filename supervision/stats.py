@@ -62,11 +62,29 @@ def stats_from_sums(sums: dict | None, config: ml_collections.ConfigDict, skippe
   )
 
 
+def fake_stats(config: ml_collections.ConfigDict) -> dict:
+  """The statistics of fake data's independent uniform 0-255 pixels, exactly: mean 127.5 and
+  covariance (256**2 - 1) / 12 times the identity."""
+  size, variance = config.image_size, (256**2 - 1) / 12
+  return dict(
+    dataset=config.dataset,
+    image_size=size,
+    count=len(input_pipeline.decoding_source(config, config.train_split)),
+    skipped=0,
+    mean=np.full((size, size, 3), 127.5),
+    cov=variance * np.eye(3),
+    eigvals=np.full(3, variance),
+    eigvecs=np.eye(3),
+  )
+
+
 def compute_stats(config: ml_collections.ConfigDict) -> dict:
   """`stats_from_sums` over the decodable images of `config.train_split`, in one pass (a
-  prepared dataset holds them already: they are read, not computed)."""
+  prepared dataset holds them already, and those of fake data are known: no pass)."""
   if config.dataset.startswith(prepared.PREFIX):
     return prepared.read_stats(config)
+  if config.dataset == "fake":
+    return fake_stats(config)
   source = input_pipeline.decoding_source(config, config.train_split)
   batches = input_pipeline.ordered_batches(source, config, process_index=0, process_count=1)
   sums = None

@@ -98,3 +98,13 @@ def test_main_stats_mode_reports_a_missing_folder_in_one_line(tmp_path):
   )
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert f"{tmp_path / 'nowhere'} does not exist" in result.stderr
+
+
+def test_fake_data_statistics_are_known_without_a_pass(folder_config):
+  config = folder_config("unused", 10, dataset="fake")
+  got = stats.compute_stats(config)  # no pass over 1.28 million fake images
+  source = input_pipeline.decoding_source(config, "train")
+  images = np.stack([source[i]["image"] for i in range(200)]).astype(np.float64)
+  pixels = images.reshape(-1, 3)  # 614,400 samples of each channel
+  assert np.abs(got["mean"].mean() - images.mean()) < 0.5
+  np.testing.assert_allclose(got["cov"], np.cov(pixels, rowvar=False), atol=60)  # ~1% of 5461
