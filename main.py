@@ -2,9 +2,11 @@
 
 import ast
 import sys
+from pathlib import Path
 
+import jax
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from supervision import ConfigError, DataError, prepare, sharding, stats, summary, train
@@ -51,6 +53,25 @@ def print_summary(config: ml_collections.ConfigDict, workdir: str | None) -> Non
   print(summary.format_table(summary.layer_table(config, mesh), mesh))
 
 
+def gpu_visible() -> bool:
+  """Whether the machine has an NVIDIA GPU (its driver lists one), whatever JAX uses."""
+  gpus = Path("/proc/driver/nvidia/gpus")
+  return gpus.is_dir() and any(gpus.iterdir())
+
+
+def describe_devices() -> None:
+  """One line on the backend and devices JAX uses; a warning when it leaves a GPU unused."""
+  print(
+    f"JAX {jax.__version__} on {jax.device_count()} {jax.default_backend()} device(s)"
+    f" ({jax.devices()[0].device_kind}), {jax.process_count()} process(es)."
+  )
+  if jax.default_backend() == "cpu" and gpu_visible():
+    logging.warning(
+      "This machine has an NVIDIA GPU but JAX runs on the CPU: install JAX's GPU build with"
+      " pip install -r requirements-gpu.txt (see the README)."
+    )
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -66,6 +87,7 @@ def main(argv: list[str]) -> None:
   )
   try:
     sharding.initialize_distributed(config)
+    describe_devices()
     modes[FLAGS.mode](config, FLAGS.workdir)
   except (ConfigError, DataError, FileNotFoundError, FloatingPointError) as e:
     sys.exit(f"Error: {e}")

@@ -31,3 +31,13 @@ def test_summary_shows_the_two_gpu_split():
   assert "mesh data=2, model=2 (4 devices of cpu)" in result.stdout  # conftest's 4 devices
   assert result.stdout.count("P('model',): column c on model-device c") == 8
   assert "121,930,448" in result.stdout  # half of the 4-byte parameters on each device
+
+
+def test_the_devices_are_named_and_an_unused_gpu_is_warned_of(monkeypatch, capsys, caplog):
+  import main
+
+  main.describe_devices()
+  assert "cpu device(s)" in capsys.readouterr().out and "GPU" not in caplog.text
+  monkeypatch.setattr(main, "gpu_visible", lambda: True)
+  main.describe_devices()
+  assert "requirements-gpu.txt" in caplog.text
