@@ -108,12 +108,15 @@ def transfers(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dic
 
 def loaders(configs: dict, trainer: train.Trainer) -> dict[str, Callable]:
   """The training loader as configured (`loader_settings`): host batches alone and with their
-  transfer to the devices. Each measurement starts a new iterator and times the batches after
-  its first, so that no batch read ahead during another measurement is counted."""
+  transfer to the devices. Each measurement starts a new iterator and skips twice its read-ahead
+  (threads + 1 batches per process), so that batches read ahead are not counted."""
 
   def sustained(config, to_device):
-    batches = iter(input_pipeline.train_dataset(config))
-    next(batches)
+    dataset = input_pipeline.train_dataset(config)
+    workers, threads = input_pipeline.loader_settings(config, trainer.train_source)
+    batches = iter(dataset)
+    for _ in range(2 * (threads + 1) * max(workers, 1)):
+      next(batches)
     start = time.perf_counter()
     for _ in range(FLAGS.batches):
       batch = next(batches)
@@ -169,6 +172,8 @@ def report(config: ml_collections.ConfigDict) -> None:
     prepare.run_prepare(config, str(out))
   ready = config.copy_and_resolve_references()
   ready.dataset = f"{prepared.PREFIX}{out}"
+  config = config.copy_and_resolve_references()
+  config.decoder = "host"  # config.decoder applies to the prepared data
   full_source = input_pipeline.decoding_source(config, config.train_split)
   ready_source = input_pipeline.decoding_source(ready, ready.train_split)
   sources = {"full-size": full_source, "prepared": ready_source}
@@ -177,7 +182,7 @@ def report(config: ml_collections.ConfigDict) -> None:
   print(
     f"dataset {config.dataset} and {ready.dataset}, batch {config.batch_size}, image"
     f" {config.image_size}, {input_pipeline.host_cores()} cores; loader: {workers} worker"
-    f" processes x {threads} threads; mesh {dict(trainer.mesh.shape)} on"
+    f" processes x {threads} threads, decoder {ready.decoder}; mesh {dict(trainer.mesh.shape)} on"
     f" {jax.devices()[0].device_kind}"
   )
   results = medians(per_core(sources, config), FLAGS.rounds)
