@@ -1,6 +1,7 @@
 """Entry point: `python main.py --config=configs/alexnet.py [--config.x=y] --mode=M --workdir=D`."""
 
 import ast
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from ml_collections import config_flags
 
 from supervision import ConfigError, DataError, prepare, sharding, stats, summary, train
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # no INFO lines from TensorFlow (TFDS)
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, statistics and logs.")
@@ -75,6 +77,8 @@ def describe_devices() -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:  # warnings and the project's own lines; -v 0 shows all
+    logging.set_verbosity(logging.WARNING)
   config = FLAGS.config
   if FLAGS.mode != "summary" and not FLAGS.workdir:
     raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir.")

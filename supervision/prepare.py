@@ -23,7 +23,6 @@ from typing import Any
 import ml_collections
 import numpy as np
 import tqdm
-from absl import logging
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 from PIL import Image
 
@@ -204,7 +203,7 @@ def _write_dataset(out: Path, sources: dict, sizes: dict, settings: dict, config
   shards = plan(sizes, config.prepare.shard_size)
   todo = [s for s in shards if not _marker(out, s).exists()]
   if len(todo) < len(shards):
-    logging.info("Resuming: %d of %d shards are written.", len(shards) - len(todo), len(shards))
+    print(f"Resuming: {len(shards) - len(todo)} of {len(shards)} shards are written already.")
   write_shards(sources, todo, out, config)
   return _gather(out, shards, settings, stats_split, config)
 

@@ -15,7 +15,6 @@ import ml_collections
 import numpy as np
 import optax
 import tqdm
-from absl import logging
 from tensorboardX import SummaryWriter
 
 from supervision import (
@@ -255,13 +254,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state, meta = restored
     plateau = optim.Plateau(**meta["plateau"])
   start = int(state.step)
-  logging.info(
-      "Mesh %s on %d device(s); %d train / %d eval images, %d classes; %d steps of %d; "
-      "checkpoints in %s%s.",
-      dict(trainer.mesh.shape), jax.device_count(), len(trainer.train_source),
-      len(trainer.eval_source), config.num_classes, trainer.num_steps, config.batch_size,
-      manager.directory, f", resumed at step {start}" if start else "",
-  )  # fmt: skip
+  say(
+    f"Mesh {dict(trainer.mesh.shape)} on {jax.device_count()} device(s);"
+    f" {len(trainer.train_source)} train / {len(trainer.eval_source)} eval images,"
+    f" {config.num_classes} classes; {trainer.num_steps} steps of {config.batch_size};"
+    f" checkpoints in {manager.directory}{f', resumed at step {start}' if start else ''}."
+  )
 
   def log(step, metrics):
     if writer:
@@ -309,8 +307,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         results = trainer.evaluate(state.params)
         eval_error = results["top1_error"]
         if plateau.update(eval_error):
-          logging.info("Validation error stopped improving: learning rate x%g.", plateau.scale)
-        logging.info("Eval at step %d: %s", step, _format(results))
+          say(f"Validation error stopped improving: learning rate x{plateau.scale:g}.")
+        say(f"Eval at step {step}: {_format(results)}")
         log(step, {f"eval_{k}": v for k, v in results.items()})
         t0 = time.perf_counter()
       if save_now:
@@ -320,8 +318,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         bar = None
       if stopping:
         manager.wait_until_finished()
-        logging.info("Stopped by %s after step %d; checkpoint saved.", stopping, step)
-        print(f"Stopped by {stopping} after step {step}; checkpoint saved in {workdir}.")
+        say(f"Stopped by {stopping} after step {step}; checkpoint saved in {workdir}.")
         return {}
   manager.wait_until_finished()
   final = evaluate_views(trainer, state.params, workdir, step=int(state.step))
@@ -335,7 +332,7 @@ def evaluate_views(trainer: Trainer, params: Any, workdir: str, step: int) -> di
   results = {}
   for ten_views, name in ((False, "center"), (True, "ten_views")):
     results[name] = trainer.evaluate(params, ten_views=ten_views)
-    logging.info("Eval (%s) at step %d: %s", name, step, _format(results[name]))
+    say(f"Eval ({name}) at step {step}: {_format(results[name])}")
   if jax.process_index() == 0:
     path = Path(workdir) / "eval_results.json"
     path.write_text(json.dumps(dict(step=step, **results), indent=2) + "\n")
@@ -352,6 +349,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     raise FileNotFoundError(f"No checkpoint in {manager.directory} (step {step or 'latest'}).")
   state, _ = restored
   return evaluate_views(trainer, state.params, workdir, step=int(state.step))
+
+
+def say(message: str) -> None:
+  """A line for the user (process 0), printed above any progress bar; shown at any verbosity."""
+  if jax.process_index() == 0:
+    tqdm.tqdm.write(message)
 
 
 def _mean(metrics: list[dict[str, Any]]) -> dict[str, float]:
