@@ -1,6 +1,7 @@
 """Entry point: `python main.py --config=configs/alexnet.py [--config.x=y] --mode=M --workdir=D`."""
 
 import ast
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from supervision import ConfigError, DataError, prepare, sharding, stats, summary, train
+from supervision import ConfigError, DataError, prepare, sharding, stats, summary, train, workdirs
+from supervision.workdirs import WorkdirError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # no INFO lines from TensorFlow (TFDS)
 FLAGS = flags.FLAGS
@@ -92,8 +94,10 @@ def main(argv: list[str]) -> None:
   try:
     sharding.initialize_distributed(config)
     describe_devices()
-    modes[FLAGS.mode](config, FLAGS.workdir)
-  except (ConfigError, DataError, FileNotFoundError, FloatingPointError) as e:
+    writes = FLAGS.mode in ("train", "prepare") and jax.process_index() == 0
+    with workdirs.locked(FLAGS.workdir) if writes else contextlib.nullcontext():
+      modes[FLAGS.mode](config, FLAGS.workdir)
+  except (ConfigError, DataError, FileNotFoundError, FloatingPointError, WorkdirError) as e:
     sys.exit(f"Error: {e}")
 
 

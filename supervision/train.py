@@ -26,6 +26,7 @@ from supervision import (
   preprocessing,
   sharding,
   stats,
+  workdirs,
 )
 
 
@@ -239,7 +240,7 @@ def device_batches(trainer: Trainer, it: Iterator, prefetch: int = 2) -> Iterato
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains from scratch or from the latest checkpoint in `workdir`; returns the final eval."""
-  Path(workdir).mkdir(parents=True, exist_ok=True)
+  workdirs.create(workdir)
   trainer = Trainer(config, workdir)
   writer = SummaryWriter(workdir) if jax.process_index() == 0 else None  # TensorBoard events
   metrics_file = Path(workdir) / "metrics.jsonl"
