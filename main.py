@@ -11,11 +11,34 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from supervision import ConfigError, DataError, prepare, sharding, stats, summary, train, workdirs
+from supervision import (
+  ConfigError,
+  DataError,
+  prepare,
+  sharding,
+  stats,
+  summary,
+  train,
+  workdirs,
+)
+from supervision.checkpoint import CheckpointError
 from supervision.workdirs import WorkdirError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # no INFO lines from TensorFlow (TFDS)
 FLAGS = flags.FLAGS
+# A run stopped by a signal saves its checkpoint and exits with 128 + the signal's number (143
+# for SIGTERM, 130 for SIGINT), the shell's status for a process ended by that signal: not 0,
+# so that a scheduler requeues a preempted job rather than taking it as finished.
+STOPPED_EXIT_STATUS = 128
+# Errors whose message says what is wrong and what to do: one line, no traceback.
+ERRORS = (
+  ConfigError,
+  DataError,
+  CheckpointError,
+  WorkdirError,
+  FileNotFoundError,
+  FloatingPointError,
+)
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, statistics and logs.")
 flags.DEFINE_enum(
@@ -97,7 +120,9 @@ def main(argv: list[str]) -> None:
     writes = FLAGS.mode in ("train", "prepare") and jax.process_index() == 0
     with workdirs.locked(FLAGS.workdir) if writes else contextlib.nullcontext():
       modes[FLAGS.mode](config, FLAGS.workdir)
-  except (ConfigError, DataError, FileNotFoundError, FloatingPointError, WorkdirError) as e:
+  except train.Stopped as e:
+    sys.exit(STOPPED_EXIT_STATUS + e.signal)
+  except ERRORS as e:
     sys.exit(f"Error: {e}")
 
 

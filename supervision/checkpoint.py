@@ -1,18 +1,31 @@
 """Orbax checkpoints: train state, data-iterator position, schedule state and config."""
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
+from supervision import ConfigError
+
 EVAL_ERROR = "eval_top1_error"
+# The config keys that the train state's shapes depend on; a checkpoint restores only with them.
+STATE_KEYS = ("model", "num_classes", "crop_size")
 
 
-def create_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-  """Keeps the last `config.keep_checkpoints` checkpoints and the best by validation error."""
+class CheckpointError(RuntimeError):
+  """A checkpoint that cannot be restored; the message names it and says what to do."""
+
+
+def create_manager(
+  workdir: str, config: ml_collections.ConfigDict, create: bool = True
+) -> ocp.CheckpointManager:
+  """Keeps the last `config.keep_checkpoints` checkpoints and the best by validation error;
+  `create` makes WORKDIR/checkpoints when missing."""
   keep = policies.AnyPreservationPolicy(
     [
       policies.LatestN(config.keep_checkpoints),
@@ -24,7 +37,7 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.Check
       ),
     ]
   )
-  options = ocp.CheckpointManagerOptions(preservation_policy=keep, create=True)
+  options = ocp.CheckpointManagerOptions(preservation_policy=keep, create=create)
   return ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options)
 
 
@@ -33,32 +46,82 @@ def save(
   state: Any,
   iterator_state: Any,
   meta: dict,
+  config: ml_collections.ConfigDict,
   eval_error: float | None = None,
 ) -> None:
-  """Saves `state` (asynchronously) with the iterator position and JSON metadata."""
+  """Saves `state` (asynchronously) with the iterator position, JSON metadata and the config."""
   args = ocp.args.Composite(
     state=ocp.args.StandardSave(state),
     data=ocp.args.JsonSave(_to_json(iterator_state)),
-    meta=ocp.args.JsonSave(meta),
+    meta=ocp.args.JsonSave(dict(meta, config=_plain(config))),
   )
   metrics = None if eval_error is None else {EVAL_ERROR: eval_error}
   manager.save(int(state.step), args=args, metrics=metrics, force=True)
 
 
 def restore(
-  manager: ocp.CheckpointManager, abstract_state: Any, iterator: Any, step: int | None = None
+  manager: ocp.CheckpointManager,
+  abstract_state: Any,
+  iterator: Any,
+  config: ml_collections.ConfigDict,
+  step: int | None = None,
+  set_aside: bool = False,
 ) -> tuple[Any, dict] | None:
-  """Restores (state, meta) of `step` (default the latest) and moves `iterator` to its position.
+  """Restores (state, meta) of `step`, or of the newest checkpoint that restores, and moves
+  `iterator` to its position. Returns None when there is no checkpoint.
 
-  `abstract_state` gives the shapes and shardings to restore into, so a checkpoint saved on
-  one mesh restores onto another. Returns None when there is no checkpoint.
+  A checkpoint of another model config is an error naming the keys that differ. A damaged one
+  (missing or truncated files) is an error when `step` names it; otherwise a warning names it
+  and the one before is tried. With `set_aside` (the run that owns the workdir) the damaged one
+  is renamed <step>.damaged-<time>, kept on disk and out of the way of the steps to come.
+  `abstract_state` gives the shapes and shardings to restore into, so a checkpoint saved on one
+  mesh restores onto another.
   """
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    return None
-  if step not in manager.all_steps():
-    raise FileNotFoundError(f"No checkpoint of step {step} in {manager.directory}.")
-  restored = manager.restore(
+  if step is not None and step not in manager.all_steps():
+    raise FileNotFoundError(
+      f"No checkpoint of step {step} in {manager.directory}; it has steps {manager.all_steps()}."
+    )
+  damaged = []
+  for candidate in [step] if step is not None else sorted(manager.all_steps(), reverse=True):
+    path = Path(manager.directory) / str(candidate)
+    try:
+      restored = _restore_step(manager, candidate, abstract_state, config)
+    except ConfigError:
+      raise
+    except Exception as e:  # Orbax and TensorStore raise many kinds for damaged files.
+      if step is not None:
+        raise CheckpointError(
+          f"Checkpoint {path} is damaged ({type(e).__name__}: {e}); evaluate another step"
+          f" ({manager.all_steps()}) or the latest, which falls back to an intact one."
+        ) from None
+      aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+      logging.warning(
+        "Checkpoint %s is damaged (%s: %s); using the one before. It is left on disk%s.",
+        path, type(e).__name__, e, f" as {aside}" if set_aside else "",
+      )  # fmt: skip
+      if set_aside:
+        path.rename(aside)
+        manager.reload()
+      damaged.append(str(path))
+      continue
+    if iterator is not None:
+      iterator.set_state(_from_json(restored.data))
+    return restored.state, restored.meta
+  if damaged:
+    raise CheckpointError(
+      f"No checkpoint in {manager.directory} restores: {', '.join(damaged)} are damaged."
+      + (" They are set aside; run again to start from scratch." if set_aside else "")
+    )
+  return None
+
+
+def _restore_step(
+  manager: ocp.CheckpointManager, step: int, abstract_state: Any, config: ml_collections.ConfigDict
+) -> Any:
+  """The checkpoint of `step`, once its config is known to fit `config`."""
+  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+  _check_config(meta.get("config"), config, Path(manager.directory) / str(step))
+  return manager.restore(
     step,
     args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state),
@@ -66,9 +129,36 @@ def restore(
       meta=ocp.args.JsonRestore(),
     ),
   )
-  if iterator is not None:
-    iterator.set_state(_from_json(restored.data))
-  return restored.state, restored.meta
+
+
+def _plain(config: ml_collections.ConfigDict) -> dict:
+  """The config as JSON values (tuples become lists), as stored and read back."""
+  return json.loads(config.to_json())
+
+
+def _flat(tree: Any, prefix: str = "") -> dict:
+  if isinstance(tree, dict):
+    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+  return {prefix[:-1]: tree}
+
+
+def _check_config(stored: dict | None, config: ml_collections.ConfigDict, path: Path) -> None:
+  """A ConfigError naming the keys of the model (and what its shapes depend on) that differ
+  between the checkpoint's config and `config`. Checkpoints without a config pass."""
+  if stored is None:
+    return
+  keys = lambda flat: {k: v for k, v in flat.items() if k.split(".")[0] in STATE_KEYS}  # noqa: E731
+  before, now = keys(_flat(stored)), keys(_flat(_plain(config)))
+  differ = [
+    f"config.{k}: {before.get(k)!r} there, {now.get(k)!r} now"
+    for k in sorted(set(before) | set(now))
+    if before.get(k) != now.get(k)
+  ]
+  if differ:
+    raise ConfigError(
+      f"Checkpoint {path} is of another model: {'; '.join(differ)}. Use the same settings, or"
+      " another --workdir."
+    )
 
 
 def _to_json(iterator_state: Any) -> dict:

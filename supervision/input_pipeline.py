@@ -196,11 +196,20 @@ def _visible(path: Path) -> list[os.DirEntry]:
 
 def folder_classes(root: Path, class_list: str) -> list[str]:
   """Class names in label order: from the class list file, or the sorted class folders of all
-  splits (so that every split labels a class alike)."""
+  splits, where no split may have a class that the training split lacks (a renamed folder)."""
   if not root.is_dir():
     raise DataError(f"Dataset folder {root} does not exist.")
-  folders = {e.name for s in folder_splits(root) for e in _visible(root / s) if e.is_dir()}
+  per_split = {s: {e.name for e in _visible(root / s) if e.is_dir()} for s in folder_splits(root)}
+  folders = set().union(*per_split.values())
   if not class_list:
+    train = per_split.get("train", folders)
+    if folders != train:
+      missing = [f"{s} lacks {sorted(folders - names)[:5]}" for s, names in per_split.items()]
+      raise DataError(
+        f"Class folders {sorted(folders - train)[:5]} of {root} are not in its train split:"
+        f" {'; '.join(missing)}. Rename them to match, or give the classes with"
+        " --config.class_list."
+      )
     return sorted(folders)
   names = read_class_list(class_list)
   unknown = sorted(folders - set(names))

@@ -2,6 +2,8 @@
 
 import functools
 import json
+import math
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -205,9 +207,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
       f"config.crop_size={config.crop_size} is larger than config.image_size={config.image_size}."
     )
-  for key in ("batch_size", "log_every_steps", "checkpoint_every_steps"):
+  for key in ("batch_size", "log_every_steps", "checkpoint_every_steps", "num_epochs"):
     if config[key] <= 0:
       raise ConfigError(f"config.{key}={config[key]} must be positive.")
+  if config.num_train_steps == 0 or config.num_train_steps < -1:
+    raise ConfigError(
+      f"config.num_train_steps={config.num_train_steps}: give a positive number of steps, or -1"
+      f" for config.num_epochs={config.num_epochs} epochs."
+    )
+  for key in ("learning_rate", "momentum", "weight_decay"):
+    if not math.isfinite(config[key]) or config[key] < 0:
+      raise ConfigError(f"config.{key}={config[key]} must be a finite number >= 0.")
+  if config.learning_rate == 0 or config.momentum >= 1:
+    raise ConfigError(
+      f"config.learning_rate={config.learning_rate} must be > 0 and config.momentum="
+      f"{config.momentum} < 1."
+    )
 
 
 class _Stop:
@@ -225,7 +240,15 @@ class _Stop:
       signal.signal(sig, handler)
 
   def _handle(self, signum, frame):
-    self.signal = signal.Signals(signum).name
+    self.signal = signal.Signals(signum)
+
+
+class Stopped(Exception):
+  """Training was stopped by `signal` (SIGTERM or SIGINT) after saving its checkpoint."""
+
+  def __init__(self, signal: signal.Signals):
+    super().__init__(f"stopped by {signal.name}")
+    self.signal = signal
 
 
 def device_batches(trainer: Trainer, it: Iterator, prefetch: int = 2) -> Iterator[tuple[dict, Any]]:
@@ -239,7 +262,8 @@ def device_batches(trainer: Trainer, it: Iterator, prefetch: int = 2) -> Iterato
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains from scratch or from the latest checkpoint in `workdir`; returns the final eval."""
+  """Trains from scratch or from the latest checkpoint in `workdir`; returns the final eval, or
+  raises `Stopped` after saving when a SIGTERM or SIGINT arrives."""
   workdirs.create(workdir)
   trainer = Trainer(config, workdir)
   writer = SummaryWriter(workdir) if jax.process_index() == 0 else None  # TensorBoard events
@@ -248,13 +272,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   plateau = optim.Plateau.from_config(config)
   train_iter = iter(input_pipeline.train_dataset(config, source=trainer.train_source))
 
-  restored = checkpoint.restore(manager, trainer.abstract_state(), train_iter)
+  restored = checkpoint.restore(
+    manager, trainer.abstract_state(), train_iter, config, set_aside=True
+  )
   if restored is None:
     state = trainer.init_state()
   else:
     state, meta = restored
     plateau = optim.Plateau(**meta["plateau"])
   start = int(state.step)
+  if jax.process_index() == 0:
+    _drop_rows_after(metrics_file, start)
   say(
     f"Mesh {dict(trainer.mesh.shape)} on {jax.device_count()} device(s);"
     f" {len(trainer.train_source)} train / {len(trainer.eval_source)} eval images,"
@@ -271,7 +299,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         f.write(json.dumps(dict(step=step, **metrics)) + "\n")
 
   def save(iter_state, eval_error):
-    checkpoint.save(manager, state, iter_state, dict(plateau=vars(plateau)), eval_error)
+    checkpoint.save(manager, state, iter_state, dict(plateau=vars(plateau)), config, eval_error)
 
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else trainer.steps_per_epoch
   batches = device_batches(trainer, train_iter)
@@ -296,7 +324,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if not all(np.isfinite(v) for v in summary.values()):
           raise FloatingPointError(
             f"Non-finite training loss or parameters at step {step} ({summary}); stopping."
-            f" The last good checkpoint in {manager.directory} is kept; lower the learning rate?"
+            f" {_kept(manager)} Lower the learning rate?"
           )
         elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
         summary["images_per_second"] = len(pending) * config.batch_size / elapsed
@@ -319,8 +347,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         bar = None
       if stopping:
         manager.wait_until_finished()
-        say(f"Stopped by {stopping} after step {step}; checkpoint saved in {workdir}.")
-        return {}
+        say(f"Stopped by {stopping.name} after step {step}; checkpoint saved in {workdir}.")
+        raise Stopped(stopping)
   manager.wait_until_finished()
   final = evaluate_views(trainer, state.params, workdir, step=int(state.step))
   if writer:
@@ -342,14 +370,35 @@ def evaluate_views(trainer: Trainer, params: Any, workdir: str, step: int) -> di
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """`--mode=eval`: restores a checkpoint of `workdir` and evaluates it (1 and 10 views)."""
+  manager = checkpoint.create_manager(workdir, config, create=False)
+  if not manager.all_steps():
+    raise FileNotFoundError(
+      f"No checkpoint in {manager.directory}: train first (--mode=train with this --workdir)."
+    )
   trainer = Trainer(config, workdir)
-  manager = checkpoint.create_manager(workdir, config)
   step = config.eval_checkpoint_step if config.eval_checkpoint_step > 0 else None
-  restored = checkpoint.restore(manager, trainer.abstract_state(), None, step=step)
-  if restored is None:
-    raise FileNotFoundError(f"No checkpoint in {manager.directory} (step {step or 'latest'}).")
-  state, _ = restored
+  state, _ = checkpoint.restore(manager, trainer.abstract_state(), None, config, step=step)
   return evaluate_views(trainer, state.params, workdir, step=int(state.step))
+
+
+def _drop_rows_after(path: Path, step: int) -> None:
+  """Drops the rows of the metrics file `path` logged after `step` (a run killed after them
+  resumes from `step`, and logs those steps again), and a row cut short."""
+  if not path.exists():
+    return
+  lines = path.read_text().splitlines(keepends=True)
+  keep = [line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= step]
+  if len(keep) < len(lines):
+    partial = path.with_suffix(".partial")
+    partial.write_text("".join(keep))
+    os.replace(partial, path)
+
+
+def _kept(manager: Any) -> str:
+  """What a run that stops on bad numbers leaves behind."""
+  if manager.latest_step() is None:
+    return "No checkpoint was saved."
+  return f"The last good checkpoint, step {manager.latest_step()}, is kept in {manager.directory}."
 
 
 def say(message: str) -> None:

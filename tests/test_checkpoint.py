@@ -21,11 +21,12 @@ def test_keeps_the_last_k_and_the_best_by_validation_error(tmp_path):
   errors = {1: 0.5, 2: 0.3, 3: 0.6, 4: None, 5: 0.7}
   for step, error in errors.items():
     state = State(step=jnp.int32(step), w=jnp.full(3, step, jnp.float32))
-    checkpoint.save(manager, state, {"position": step}, {"note": step}, error)
+    checkpoint.save(manager, state, {"position": step}, {"note": step}, config, error)
   manager.wait_until_finished()
   assert sorted(manager.all_steps()) == [2, 4, 5]
   abstract = State(step=jnp.int32(0), w=jnp.zeros(3, jnp.float32))
   iterator = type("It", (), {"set_state": lambda self, s: setattr(self, "state", s)})()
-  state, meta = checkpoint.restore(manager, abstract, iterator, step=2)
+  state, meta = checkpoint.restore(manager, abstract, iterator, config, step=2)
   np.testing.assert_array_equal(state.w, 2.0)
-  assert meta == {"note": 2} and iterator.state == {"position": 2}
+  assert meta["note"] == 2 and iterator.state == {"position": 2}
+  assert meta["config"]["model"]["columns"] == 2  # the smoke config's, stored with it

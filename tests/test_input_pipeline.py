@@ -64,11 +64,21 @@ def test_decode_reads_very_large_images():
 # Folders.
 
 
-def test_folder_labels_are_sorted_class_folders_of_all_splits(image_folder, folder_config):
-  classes = image_folder({"train": {"b": 2, "a": 1}, "val": {"c": 1, "a": 1}})
+def test_folder_labels_are_sorted_class_folders(image_folder, folder_config):
+  classes = image_folder({"train": {"b": 2, "a": 1, "c": 1}, "val": {"c": 1}})
   source = ip.make_source(folder_config(image_folder.root, 3), "train")
   got = {int(e["image"][0, 0, 0]): int(e["label"]) for e in (source[i] for i in range(len(source)))}
-  assert got == {level: "abc".index(classes[level]) for level in got} and len(got) == 3
+  assert got == {level: "abc".index(classes[level]) for level in got} and len(got) == 4
+  val = ip.make_source(folder_config(image_folder.root, 3), "val")  # a split may lack classes
+  assert int(val[0]["label"]) == 2
+
+
+def test_a_class_folder_missing_from_the_train_split_is_named(image_folder, folder_config):
+  image_folder({"train": {"a": 1, "truck": 1}, "test": {"a": 1, "lorry": 1}})
+  with pytest.raises(
+    ip.DataError, match=r"\['lorry'\].*train lacks \['lorry'\]; test lacks \['truck'\]"
+  ):
+    ip.make_source(folder_config(image_folder.root, 2), "train")
 
 
 def test_validation_and_val_stand_in_for_each_other(image_folder, folder_config):
