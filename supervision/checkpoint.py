@@ -7,6 +7,7 @@ from typing import Any
 
 import ml_collections
 import orbax.checkpoint as ocp
+import tensorstore
 from absl import logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
@@ -91,13 +92,13 @@ def restore(
     except Exception as e:  # Orbax and TensorStore raise many kinds for damaged files.
       if step is not None:
         raise CheckpointError(
-          f"Checkpoint {path} is damaged ({type(e).__name__}: {e}); evaluate another step"
+          f"Checkpoint {path} is damaged ({_short(e)}); evaluate another step"
           f" ({manager.all_steps()}) or the latest, which falls back to an intact one."
         ) from None
       aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
       logging.warning(
-        "Checkpoint %s is damaged (%s: %s); using the one before. It is left on disk%s.",
-        path, type(e).__name__, e, f" as {aside}" if set_aside else "",
+        "Checkpoint %s is damaged (%s); using the one before. It is left on disk%s.",
+        path, _short(e), f" as {aside}" if set_aside else "",
       )  # fmt: skip
       if set_aside:
         path.rename(aside)
@@ -115,12 +116,40 @@ def restore(
   return None
 
 
+def check_config(manager: ocp.CheckpointManager, config: ml_collections.ConfigDict) -> None:
+  """The config check of `restore` on the latest checkpoint, before any data is read (a damaged
+  one is left to `restore`)."""
+  step = manager.latest_step()
+  try:
+    meta = _read_meta(manager, step) if step is not None else {}
+  except Exception:  # damaged: `restore` says so and falls back
+    return
+  _check_config(meta.get("config"), config, Path(manager.directory) / str(step))
+
+
+def _read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
+  return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+
+def _read_all_arrays(path: Path) -> None:
+  """Reads every stored byte of the arrays of the checkpoint at `path` (an OCDBT database in
+  its "state" folder), so that a missing or truncated file raises here, at once, and not from
+  inside Orbax's asynchronous restore, whose other reads then fail noisily at exit."""
+  if (path / "state" / "manifest.ocdbt").exists():
+    spec = {"driver": "ocdbt", "base": f"file://{path / 'state'}/"}
+    store = tensorstore.KvStore.open(spec).result()
+    for key in store.list().result():
+      store.read(key).result()
+
+
 def _restore_step(
   manager: ocp.CheckpointManager, step: int, abstract_state: Any, config: ml_collections.ConfigDict
 ) -> Any:
-  """The checkpoint of `step`, once its config is known to fit `config`."""
-  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-  _check_config(meta.get("config"), config, Path(manager.directory) / str(step))
+  """The checkpoint of `step`, once its config is known to fit `config` and its arrays to be
+  readable."""
+  path = Path(manager.directory) / str(step)
+  _check_config(_read_meta(manager, step).get("config"), config, path)
+  _read_all_arrays(path)
   return manager.restore(
     step,
     args=ocp.args.Composite(
@@ -129,6 +158,12 @@ def _restore_step(
       meta=ocp.args.JsonRestore(),
     ),
   )
+
+
+def _short(error: Exception) -> str:
+  """The error's type and the start of its message (TensorStore's run to kilobytes)."""
+  message = str(error).splitlines()[0] if str(error) else ""
+  return f"{type(error).__name__}: {message[:200]}{'...' if len(message) > 200 else ''}"
 
 
 def _plain(config: ml_collections.ConfigDict) -> dict:

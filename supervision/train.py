@@ -265,10 +265,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains from scratch or from the latest checkpoint in `workdir`; returns the final eval, or
   raises `Stopped` after saving when a SIGTERM or SIGINT arrives."""
   workdirs.create(workdir)
+  with checkpoint.create_manager(workdir, config) as manager:  # closed also on errors
+    checkpoint.check_config(manager, config)
+    return _train(config, workdir, manager)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, manager: Any) -> dict[str, float]:
+  """The body of `train_and_evaluate`, checkpointing with `manager`."""
   trainer = Trainer(config, workdir)
   writer = SummaryWriter(workdir) if jax.process_index() == 0 else None  # TensorBoard events
   metrics_file = Path(workdir) / "metrics.jsonl"
-  manager = checkpoint.create_manager(workdir, config)
   plateau = optim.Plateau.from_config(config)
   train_iter = iter(input_pipeline.train_dataset(config, source=trainer.train_source))
 
@@ -370,14 +376,15 @@ def evaluate_views(trainer: Trainer, params: Any, workdir: str, step: int) -> di
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """`--mode=eval`: restores a checkpoint of `workdir` and evaluates it (1 and 10 views)."""
-  manager = checkpoint.create_manager(workdir, config, create=False)
-  if not manager.all_steps():
-    raise FileNotFoundError(
-      f"No checkpoint in {manager.directory}: train first (--mode=train with this --workdir)."
-    )
-  trainer = Trainer(config, workdir)
-  step = config.eval_checkpoint_step if config.eval_checkpoint_step > 0 else None
-  state, _ = checkpoint.restore(manager, trainer.abstract_state(), None, config, step=step)
+  with checkpoint.create_manager(workdir, config, create=False) as manager:
+    if not manager.all_steps():
+      raise FileNotFoundError(
+        f"No checkpoint in {manager.directory}: train first (--mode=train with this --workdir)."
+      )
+    checkpoint.check_config(manager, config)
+    trainer = Trainer(config, workdir)
+    step = config.eval_checkpoint_step if config.eval_checkpoint_step > 0 else None
+    state, _ = checkpoint.restore(manager, trainer.abstract_state(), None, config, step=step)
   return evaluate_views(trainer, state.params, workdir, step=int(state.step))
 
 
