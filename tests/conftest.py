@@ -44,6 +44,12 @@ def _extract(tmp_path_factory, name, keep=lambda member: True):
 
 
 @pytest.fixture(scope="session")
+def cifar10_archive():
+  """The shared CIFAR-10 JPEG archive."""
+  return _shared("cifar10-jpg.tar.gz")
+
+
+@pytest.fixture(scope="session")
 def cifar10_dir(tmp_path_factory):
   """CIFAR-10 as JPEGs: train/<class>/NNNN.jpg (50,000) and test/<class>/NNNN.jpg (10,000)."""
   return _extract(tmp_path_factory, "cifar10-jpg.tar.gz")
