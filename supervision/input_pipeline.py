@@ -243,10 +243,22 @@ def folder_source(root: Path, split: str, classes: list[str], image_size: int) -
   return FolderSource(files, labels, image_size)
 
 
+def _tfds(config: ml_collections.ConfigDict) -> Any:
+  """The tensorflow_datasets module, imported only for TFDS sources: it loads TensorFlow, an
+  optional install (requirements-tfds.txt)."""
+  try:
+    import tensorflow_datasets
+  except ImportError:
+    raise DataError(
+      f"config.dataset={config.dataset!r} is not 'fake', 'folder:/path' or 'prepared:/path', so"
+      " it is read through TFDS, which is not installed: pip install -r requirements-tfds.txt."
+    ) from None
+  return tensorflow_datasets
+
+
 def _tfds_builder(config: ml_collections.ConfigDict) -> Any:
   """The TFDS builder; a dataset that must be downloaded by hand and is not says where to put it."""
-  import tensorflow_datasets as tfds  # imported only here: it is slow and loads TensorFlow
-
+  tfds = _tfds(config)
   try:
     builder = tfds.builder(config.dataset, data_dir=config.data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:
@@ -266,8 +278,7 @@ def _tfds_builder(config: ml_collections.ConfigDict) -> Any:
 
 
 def tfds_source(config: ml_collections.ConfigDict, split: str) -> TfdsSource:
-  import tensorflow_datasets as tfds
-
+  tfds = _tfds(config)
   builder = _tfds_builder(config)
   _check_num_classes(builder.info.features["label"].num_classes, config.dataset, config)
   source = tfds.data_source(

@@ -6,7 +6,6 @@ import logging
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from supervision import input_pipeline as ip
@@ -133,6 +132,7 @@ def test_split_sizes(image_folder, folder_config):
 
 
 def test_imagenet2012_without_its_files_says_where_to_put_them(tmp_path):
+  pytest.importorskip("tensorflow_datasets", reason="TFDS is not installed")
   config = ip.ml_collections.ConfigDict(dict(dataset="imagenet2012", data_dir=str(tmp_path)))
   with pytest.raises(ip.DataError) as error:
     ip.make_source(config, "train")
@@ -142,6 +142,7 @@ def test_imagenet2012_without_its_files_says_where_to_put_them(tmp_path):
 
 
 def test_tfds_datasets_are_decoded_like_files(folder_config, caplog):
+  tfds = pytest.importorskip("tensorflow_datasets", reason="TFDS is not installed")
   config = folder_config("unused", 10, dataset="cifar10", eval_split="test")
   with tfds.testing.mock_data(num_examples=10), caplog.at_level(logging.WARNING):
     (batch,) = take(ip.train_dataset(config, 0, 1), 1)

@@ -264,7 +264,7 @@ def test_shared_photos_prepared_keep_statistics_labels_and_pixels(
 
 
 def test_tfds_datasets_are_prepared_like_folders(folder_config, tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
+  tfds = pytest.importorskip("tensorflow_datasets", reason="TFDS is not installed")
   config = folder_config("unused", 10, dataset="cifar10", eval_split="test")
   config.prepare.splits = ("train", "test")  # mock data lists no splits of its own
   with tfds.testing.mock_data(num_examples=6):
