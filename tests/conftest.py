@@ -77,6 +77,19 @@ def imagenet_classes_file():
   return _shared("imagenet_classes.tsv")
 
 
+@pytest.fixture(scope="session")
+def alexnet_params():
+  """The paper's network (configs/alexnet.py) and its initial parameters from key 0: the test
+  files share them, as initialising 61 million parameters takes seconds."""
+  import jax
+  import jax.numpy as jnp
+
+  from supervision import models
+
+  model = models.create_model(alexnet.get_config())
+  return model, jax.jit(model.init)(jax.random.key(0), jnp.zeros((2, 224, 224, 3)))["params"]
+
+
 @pytest.fixture
 def image_folder(tmp_path):
   """A function writing tmp/data/<split>/<class>/<n>.png from {split: {class: count}}.
