@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import QUICK_COMPILE
 from test_models import lrn_reference
 
 from configs import alexnet, cifar10
@@ -215,7 +216,8 @@ def model_outputs(model, params, images):
     layers = {k: v["__call__"][0] for k, v in state["intermediates"].items() if k != "__call__"}
     return layers, logits
 
-  return jax.device_get(jax.jit(apply)(params, jnp.asarray(images, jnp.float32)))
+  images = jnp.asarray(images, jnp.float32)
+  return jax.device_get(jax.jit(apply).lower(params, images).compile(QUICK_COMPILE)(params, images))
 
 
 def assert_layers_equal(got, want, names, what):
