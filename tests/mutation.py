@@ -318,9 +318,13 @@ def pytest(repo: Path, tests: list[str]) -> tuple[int, str, float]:
 
 
 def first_failure(output: str) -> str:
-  """The short-summary line of the first failed test: its name and message."""
-  lines = [line for line in output.splitlines() if re.match(r"(FAILED|ERROR) ", line)]
-  return lines[0][:300] if lines else output.strip().splitlines()[-1][:300]
+  """The first failed test and the first lines of its error (the assertion and its message)."""
+  failed = [line for line in output.splitlines() if re.match(r"(FAILED|ERROR) ", line)]
+  name = failed[0].split(" - ")[0] if failed else output.strip().splitlines()[-1]
+  errors = [line[1:].strip() for line in output.splitlines() if line.startswith("E ")]
+  boilerplate = r"(AssertionError:|Omitting .*|Use -v.*|Differing items:|Full .*|\.\.\.)?$"
+  errors = [e for e in errors if not re.fullmatch(boilerplate, e)][:3]
+  return "\n           ".join([name[:200], *(e[:200] for e in errors)])
 
 
 def main() -> None:
