@@ -10,6 +10,7 @@ import optax
 import pytest
 from conftest import QUICK_COMPILE
 from test_models import lrn_reference
+from test_sharding import random_params
 
 from configs import alexnet, cifar10
 from supervision import models, optim
@@ -278,22 +279,6 @@ def test_alexnet_logits_halve_fc6_and_fc7_at_test_time(alexnet_forward):
   )  # fmt: skip
 
 
-def random_params(config, size, seed=0):
-  """Parameters of `config`'s net on size x size crops: N(0, 0.01) kernels (x5 in conv1, so
-  that LRN weighs), biases uniform in [-0.5, 0.5] (numpy draws: JAX's cost seconds to compile)."""
-  images = jnp.zeros((1, size, size, 3))
-  shapes = jax.eval_shape(models.create_model(config).init, jax.random.key(0), images)["params"]
-  rng = np.random.default_rng(seed)
-
-  def draw(path, x):
-    if path[-1].key == "bias":
-      return rng.uniform(-0.5, 0.5, x.shape).astype(np.float32)
-    scale = 5 if path[0].key == "conv1" else 1
-    return (scale * INIT_STD * rng.standard_normal(x.shape)).astype(np.float32)
-
-  return jax.tree.map_with_path(draw, shapes)
-
-
 def test_cifar10_is_cuda_convnets_18pct_net():
   config = cifar10.get_config()
   got = layer_table(config) | dict(dense=config.model.dense, num_classes=config.num_classes)
@@ -301,7 +286,7 @@ def test_cifar10_is_cuda_convnets_18pct_net():
   want = flat_table(CIFAR10_CONV) | dict(dense=(), num_classes=10, columns=1)
   assert got == want | dict(image_size=32, crop=24)
   assert param_shapes(config, 24) == CIFAR10_SHAPES
-  params = random_params(config, 24)
+  params = random_params(config)
   images = pixels((2, 24, 24, 3))
   got, logits = model_outputs(models.create_model(config), params, images)
   want, want_logits = forward_reference(images, params, CIFAR10_CONV, CIFAR10_DENSE, 1)
@@ -413,7 +398,8 @@ def test_variant_settings_equal_a_numpy_forward_pass():
   conv = [(c[0], f, *c[2:]) for c, f in zip(ALEXNET_CONV, features, strict=True)]
   conv.append(("conv6", 256, 3, 1, ((1, 1), (1, 1)), "own", False, ""))
   dense = (("fc7", 4096), ("fc8", 4096), ("fc9", 1000))
-  params = random_params(config, 67)
+  config.image_size, config.crop_size = 72, 67
+  params = random_params(config)
   images = pixels((1, 67, 67, 3))
   got, _ = model_outputs(models.create_model(config), params, images)
   want, _ = forward_reference(
