@@ -27,6 +27,7 @@ MODEL_AXIS = "model"
 DATA_AXIS = "data"
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
 POOLS = {"max": nn.max_pool, "avg": nn.avg_pool}
+DTYPES = ("float32", "bfloat16")  # of the computation (config.model.dtype)
 
 
 def _window_sum(x: jax.Array, before: int, after: int) -> jax.Array:
@@ -154,6 +155,7 @@ class ColumnConv(nn.Module):
   reads: str  # "own" or "all"
   kernel_init: Callable
   bias_init: Callable
+  dtype: Any = jnp.float32  # of the computation; parameters are float32
 
   @nn.compact
   def __call__(self, x: jax.Array, x_columns: bool) -> jax.Array:
@@ -162,6 +164,7 @@ class ColumnConv(nn.Module):
     shape = (self.columns, self.kernel_size, self.kernel_size, in_features)
     kernel = self.param("kernel", self.kernel_init, shape + (self.features // self.columns,))
     bias = self.param("bias", self.bias_init, (self.columns, self.features // self.columns))
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
 
     def conv(x, kernel, bias):
       pads = self.padding
@@ -186,12 +189,14 @@ class ColumnDense(nn.Module):
   columns: int
   kernel_init: Callable
   bias_init: Callable
+  dtype: Any = jnp.float32  # of the computation; parameters are float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     shape = (self.columns, math.prod(x.shape[2:]) * len(x), self.features // self.columns)
     kernel = self.param("kernel", self.kernel_init, shape)
     bias = self.param("bias", self.bias_init, shape[::2])
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     dense = lambda x, w, b: x.reshape(len(x), -1) @ w + b  # noqa: E731
     return _column_map(dense, x, kernel, bias, "all")
 
@@ -199,8 +204,10 @@ class ColumnDense(nn.Module):
 class ColumnNet(nn.Module):
   """Conv layers from a layer table, then FC layers; AlexNet with the paper's config.
 
-  Returns logits of shape (batch, num_classes). Dropout is inverted dropout: outputs are
-  scaled by 1/(1 - rate) in training, which equals the paper's multiplying by 0.5 at test time.
+  Returns float32 logits of shape (batch, num_classes). Dropout is inverted dropout: outputs
+  are scaled by 1/(1 - rate) in training, which equals the paper's multiplying by 0.5 at test
+  time. `dtype` is the dtype of the computation (Flax's convention: parameters stay float32);
+  with bfloat16 the convolutions, matmuls and pooling run in bfloat16 and LRN in float32.
   """
 
   conv: Sequence[dict]
@@ -224,11 +231,13 @@ class ColumnNet(nn.Module):
     convs = [(c["name"], "image" if i == 0 else c["reads"]) for i, c in enumerate(self.conv)]
     return convs + [(name, "all") for name in self.dense_names()]
 
-  def _inits(self, name: str) -> dict:
+  def _layer_args(self, name: str) -> dict:
     bias = 1.0 if name in self.init_bias_one else 0.0
     return dict(
       kernel_init=nn.initializers.normal(self.init_std),
       bias_init=nn.initializers.constant(bias),
+      dtype=self.dtype,
+      name=name,
     )
 
   @nn.compact
@@ -243,21 +252,20 @@ class ColumnNet(nn.Module):
         layer["padding"],
         self.columns,
         layer["reads"],
-        name=layer["name"],
-        **self._inits(layer["name"]),
+        **self._layer_args(layer["name"]),
       )(x, x_columns)
       x, x_columns = act(x), True
-      if layer["lrn"]:
-        x = local_response_norm(x, **self.lrn)
+      if layer["lrn"]:  # its sums of squares in float32 (bfloat16 has 8 bits of mantissa)
+        x = local_response_norm(x.astype(jnp.float32), **self.lrn).astype(self.dtype)
       if layer["pool"]:
         window, stride = (self.pool["window"],) * 2, (self.pool["stride"],) * 2
         x = POOLS[layer["pool"]](x, window, strides=stride, padding="VALID")
     sizes = (*self.dense, self.num_classes)
     for i, (name, features) in enumerate(zip(self.dense_names(), sizes, strict=True)):
-      x = ColumnDense(features, self.columns, name=name, **self._inits(name))(x)
+      x = ColumnDense(features, self.columns, **self._layer_args(name))(x)
       if i < len(self.dense):
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(act(x))
-    return _merge_columns(x)
+    return _merge_columns(x).astype(jnp.float32)
 
 
 def create_model(config: ml_collections.ConfigDict) -> ColumnNet:
@@ -277,6 +285,8 @@ def create_model(config: ml_collections.ConfigDict) -> ColumnNet:
       )
   if m.activation not in ACTIVATIONS:
     raise ConfigError(f"config.model.activation={m.activation!r}; choose from {list(ACTIVATIONS)}.")
+  if m.dtype not in DTYPES:
+    raise ConfigError(f"config.model.dtype={m.dtype!r}; choose from {list(DTYPES)}.")
   return ColumnNet(
     conv=tuple(m.conv),
     dense=tuple(m.dense),

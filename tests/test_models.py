@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import alexnet
+from configs import alexnet, smoke
 from supervision import models, sharding, summary
 
 PAPER_NEURONS = [290_400, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000]
@@ -200,3 +200,31 @@ def test_cpu_convolution_gradients_equal_xla(stride, pads):
   want = jax.grad(loss(models._conv2d), argnums=(0, 1))(x, w)
   for g, r in zip(got, want, strict=True):
     np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_computes_in_bfloat16_with_float32_parameters():
+  """Mixed precision: bfloat16 convolutions and matmuls; float32 parameters, LRN and logits,
+  within 2% of the float32 net's largest logit (the step's gradients: test_train)."""
+  config = smoke.get_config()  # two columns, LRN, max and average pooling, an fc layer
+  images = jax.random.normal(jax.random.key(1), (32, 24, 24, 3)) * 60
+  nets = {}
+  for dtype in ("float32", "bfloat16"):
+    config.model.dtype = dtype
+    nets[dtype] = models.create_model(config)
+  params = jax.jit(nets["float32"].init)(jax.random.key(0), images[:1])["params"]
+  want, got = (jax.jit(net.apply)({"params": params}, images) for net in nets.values())
+  assert got.dtype == jnp.float32
+  assert jnp.abs(got - want).max() <= 0.02 * jnp.abs(want).max()
+  jaxpr = str(jax.make_jaxpr(nets["bfloat16"].apply)({"params": params}, images)).splitlines()
+  convs = [line for line in jaxpr if "conv_general_dilated" in line]
+  assert len(convs) == 3 * 2 and all("bf16[" in line for line in convs), convs  # 3 layers x 2
+  assert any("dot_general" in line and "bf16[" in line for line in jaxpr)
+  lrn = [line for line in jaxpr if "pow" in line]  # the LRN's denominator ** -beta
+  assert lrn and all("f32[" in line and "bf16[" not in line for line in lrn), lrn
+
+
+def test_unknown_dtype_is_a_config_error():
+  config = alexnet.get_config()
+  config.model.dtype = "float16"
+  with pytest.raises(ValueError, match="config.model.dtype='float16'"):
+    models.create_model(config)
