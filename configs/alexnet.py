@@ -65,8 +65,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   m.columns = 2  # the paper's two GPUs
   m.activation = "relu"
   # Local response normalization (Section 3.3); alpha_over_n switches to the convention of
-  # cuda-convnet's released code and Caffe, where alpha is divided by n.
-  m.lrn = ml_collections.ConfigDict(dict(k=2.0, n=5, alpha=1e-4, beta=0.75, alpha_over_n=False))
+  # cuda-convnet's released code and Caffe, where alpha is divided by n; across_columns runs the
+  # window over the maps of all columns instead of each column's own (the two GPUs').
+  m.lrn = ml_collections.ConfigDict(
+    dict(k=2.0, n=5, alpha=1e-4, beta=0.75, alpha_over_n=False, across_columns=False)
+  )
   m.pool = ml_collections.ConfigDict(dict(window=3, stride=2))  # overlapping pooling, Section 3.4
   # `features` counts the kernels of both columns together; `reads` is which maps of the layer
   # below each column sees: "own" (its own column) or "all" (both columns); `pool` is "max",

@@ -58,15 +58,30 @@ _lrn.defvjp(_lrn_fwd, _lrn_bwd)
 
 
 def local_response_norm(
-  x: jax.Array, k: float, n: int, alpha: float, beta: float, alpha_over_n: bool = False
+  x: jax.Array,
+  k: float,
+  n: int,
+  alpha: float,
+  beta: float,
+  alpha_over_n: bool = False,
+  across_columns: bool = False,
 ) -> jax.Array:
   """Section 3.3: b_i = a_i / (k + alpha * sum_{j=i-n/2}^{i+n/2} a_j^2)^beta over the last axis.
 
   The sum runs over the n adjacent kernel maps, clipped at the first and last map. With
-  `alpha_over_n` alpha is divided by n, as in cuda-convnet's released code and Caffe. The
-  gradient is written out (`_lrn_bwd`): XLA:CPU runs the automatic one several times slower.
+  `alpha_over_n` alpha is divided by n, as in cuda-convnet's released code and Caffe. With
+  `across_columns` x has the column layout (column, batch, ..., C) and the maps are those of all
+  columns, column 0's first, so that windows cross the column boundary; otherwise each column is
+  normalized on its own, as on the paper's two GPUs. The gradient is written out (`_lrn_bwd`):
+  XLA:CPU runs the automatic one several times slower.
   """
-  return _lrn(x, k, n, alpha / n if alpha_over_n else alpha, beta)
+  alpha = alpha / n if alpha_over_n else alpha
+  if not across_columns:
+    return _lrn(x, k, n, alpha, beta)
+  # Under a mesh with a `model` axis this gathers the maps of all model-devices: simple and
+  # correct, though a window needs only the n // 2 maps beyond the boundary.
+  merged = _lrn(_merge_columns(x), k, n, alpha, beta)
+  return jnp.stack(jnp.split(merged, len(x), axis=-1))
 
 
 def _conv2d(x: jax.Array, kernel: jax.Array, stride: int, pads: tuple) -> jax.Array:

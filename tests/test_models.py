@@ -68,10 +68,17 @@ def lrn_reference(a, k, n, alpha, beta, alpha_over_n):
   return b
 
 
+def paper_lrn():
+  """The config's LRN constants, the arguments of `lrn_reference`."""
+  lrn = alexnet.get_config().model.lrn.to_dict()
+  assert lrn.pop("across_columns") is False  # the default: each column on its own
+  return lrn
+
+
 @pytest.mark.parametrize("alpha_over_n", [False, True])
 def test_lrn_equals_the_formula(alpha_over_n):
   a = np.random.default_rng(0).uniform(0, 30, size=(2, 3, 4, 7)).astype(np.float32)
-  lrn = alexnet.get_config().model.lrn.to_dict()
+  lrn = paper_lrn()
   lrn["alpha_over_n"] = alpha_over_n
   got = models.local_response_norm(jnp.asarray(a), **lrn)
   np.testing.assert_allclose(got, lrn_reference(a, **lrn), rtol=1e-6)
@@ -87,6 +94,20 @@ def test_lrn_equals_the_formula(alpha_over_n):
     down[0, 0, 0, j] -= eps
     fd = (lrn_reference(up, **lrn) - lrn_reference(down, **lrn))[0, 0, 0, 3] / (2 * eps)
     np.testing.assert_allclose(grad[0, 0, 0, j], fd, rtol=1e-3, atol=1e-7)
+
+
+def test_lrn_across_columns_runs_over_the_maps_of_all_columns():
+  a = np.random.default_rng(1).uniform(0, 30, size=(2, 2, 3, 3, 6)).astype(np.float32)
+  lrn = paper_lrn()  # a: (column, batch, row, col, map), 6 maps per column
+  whole = lrn_reference(np.concatenate(list(a), axis=-1), **lrn)  # 12 maps, column 0's first
+  per_column = np.stack([lrn_reference(column, **lrn) for column in a])
+  across = np.asarray(models.local_response_norm(jnp.asarray(a), **lrn, across_columns=True))
+  own = np.asarray(models.local_response_norm(jnp.asarray(a), **lrn, across_columns=False))
+  np.testing.assert_allclose(np.concatenate(list(across), axis=-1), whole, rtol=1e-6)
+  np.testing.assert_allclose(own, per_column, rtol=1e-6)
+  # They differ exactly at the n // 2 = 2 maps on either side of the column boundary.
+  differ = np.abs(across - own).max(axis=(1, 2, 3)) > 1e-3
+  assert differ.tolist() == [[False] * 4 + [True] * 2, [True] * 2 + [False] * 4]
 
 
 def column_layer(name):
