@@ -85,6 +85,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   )
   m.dense = (4096, 4096)  # fc6, fc7; fc8 has num_classes outputs
   m.dropout_rate = 0.5  # on the outputs of fc6 and fc7 (Section 4.2)
+  m.dropout_form = "paper"  # or "inverted" (`supervision.models.Dropout`)
   m.init_std = 0.01  # weights ~ N(0, 0.01) (Section 5)
   m.init_bias_one = ("conv2", "conv4", "conv5", "fc6", "fc7")  # biases 1 here, 0 elsewhere
   m.dtype = "float32"

@@ -27,6 +27,7 @@ MODEL_AXIS = "model"
 DATA_AXIS = "data"
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
 POOLS = {"max": nn.max_pool, "avg": nn.avg_pool}
+DROPOUT_FORMS = ("paper", "inverted")
 
 
 def _window_sum(x: jax.Array, before: int, after: int) -> jax.Array:
@@ -211,11 +212,31 @@ class ColumnDense(nn.Module):
     return _column_map(dense, x, kernel, bias, "all")
 
 
+class Dropout(nn.Module):
+  """Dropout: in training each output is zeroed with probability `rate`.
+
+  form "paper" (the paper's Dropout section) keeps the other outputs unchanged and multiplies
+  all outputs by 1 - rate at test time; "inverted" divides the kept outputs by 1 - rate in
+  training and leaves test outputs unchanged.
+  """
+
+  rate: float
+  form: str
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    keep = 1.0 - self.rate
+    if not train:
+      return x * keep if self.form == "paper" else x
+    kept = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape)
+    return jnp.where(kept, x if self.form == "paper" else x / keep, 0)
+
+
 class ColumnNet(nn.Module):
   """Conv layers from a layer table, then FC layers; AlexNet with the paper's config.
 
-  Returns logits of shape (batch, num_classes). Dropout is inverted dropout: outputs are
-  scaled by 1/(1 - rate) in training, which equals the paper's multiplying by 0.5 at test time.
+  Returns logits of shape (batch, num_classes); `Dropout` of form `dropout_form` follows fc6
+  and fc7.
   """
 
   conv: Sequence[dict]
@@ -226,6 +247,7 @@ class ColumnNet(nn.Module):
   lrn: dict
   pool: dict
   dropout_rate: float
+  dropout_form: str
   init_std: float
   init_bias_one: Sequence[str]
   dtype: Any = jnp.float32
@@ -271,7 +293,7 @@ class ColumnNet(nn.Module):
     for i, (name, features) in enumerate(zip(self.dense_names(), sizes, strict=True)):
       x = ColumnDense(features, self.columns, name=name, **self._inits(name))(x)
       if i < len(self.dense):
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(act(x))
+        x = Dropout(self.dropout_rate, self.dropout_form)(act(x), train)
     return _merge_columns(x)
 
 
@@ -292,6 +314,10 @@ def create_model(config: ml_collections.ConfigDict) -> ColumnNet:
       )
   if m.activation not in ACTIVATIONS:
     raise ConfigError(f"config.model.activation={m.activation!r}; choose from {list(ACTIVATIONS)}.")
+  if m.dropout_form not in DROPOUT_FORMS:
+    raise ConfigError(f"config.model.dropout_form={m.dropout_form!r}; choose from {DROPOUT_FORMS}.")
+  if not 0 <= m.dropout_rate < 1:
+    raise ConfigError(f"config.model.dropout_rate={m.dropout_rate} must be >= 0 and < 1.")
   return ColumnNet(
     conv=tuple(m.conv),
     dense=tuple(m.dense),
@@ -301,6 +327,7 @@ def create_model(config: ml_collections.ConfigDict) -> ColumnNet:
     lrn=m.lrn.to_dict(),
     pool=m.pool.to_dict(),
     dropout_rate=m.dropout_rate,
+    dropout_form=m.dropout_form,
     init_std=m.init_std,
     init_bias_one=tuple(m.init_bias_one),
     dtype=jnp.dtype(m.dtype),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import alexnet
-from supervision import models, sharding, summary
+from supervision import ConfigError, models, sharding, summary
 
 PAPER_NEURONS = [290_400, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000]
 
@@ -108,6 +108,43 @@ def test_lrn_across_columns_runs_over_the_maps_of_all_columns():
   # They differ exactly at the n // 2 = 2 maps on either side of the column boundary.
   differ = np.abs(across - own).max(axis=(1, 2, 3)) > 1e-3
   assert differ.tolist() == [[False] * 4 + [True] * 2, [True] * 2 + [False] * 4]
+
+
+@pytest.mark.parametrize("form,train_scale,test_scale", [("paper", 1, 0.5), ("inverted", 2, 1)])
+def test_dropout_forms(form, train_scale, test_scale):
+  x = np.random.default_rng(0).uniform(1, 2, (4, 1000)).astype(np.float32)
+  dropout = models.Dropout(0.5, form)
+  train = np.asarray(dropout.apply({}, jnp.asarray(x), True, rngs={"dropout": jax.random.key(0)}))
+  dropped = train == 0
+  assert 0.47 < dropped.mean() < 0.53
+  np.testing.assert_array_equal(train[~dropped], train_scale * x[~dropped])
+  np.testing.assert_array_equal(dropout.apply({}, jnp.asarray(x), False), test_scale * x)
+
+
+def test_the_net_halves_the_dropout_layers_outputs_at_test_time():
+  config = alexnet.get_config()  # dropout_form "paper"
+  config.model.conv, config.model.dense, config.num_classes = config.model.conv[:1], (8, 6), 4
+  model = models.create_model(config)
+  images = jax.random.normal(jax.random.key(1), (2, 35, 35, 3))
+  params = model.init(jax.random.key(0), images)
+  _, state = model.apply(params, images, capture_intermediates=True, mutable="intermediates")
+  found = state["intermediates"]
+  for fc, dropout in (("fc2", "Dropout_0"), ("fc3", "Dropout_1")):
+    (before,), (after,) = found[fc]["__call__"], found[dropout]["__call__"]
+    assert np.abs(before).max() > 0
+    np.testing.assert_array_equal(after, 0.5 * np.maximum(before, 0))
+
+
+@pytest.mark.parametrize(
+  "key,value,match",
+  [("dropout_form", "scaled", "config.model.dropout_form='scaled'"),
+   ("dropout_rate", 1.0, "config.model.dropout_rate=1.0")],
+)  # fmt: skip
+def test_dropout_config_errors(key, value, match):
+  config = alexnet.get_config()
+  config.model[key] = value
+  with pytest.raises(ConfigError, match=match):
+    models.create_model(config)
 
 
 def column_layer(name):
