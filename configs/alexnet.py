@@ -44,6 +44,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # What multiplies a_i in the lighting noise: "std", sqrt(lambda_i) of 0-255 pixel values (as in
   # cuda-convnet), or "eigenvalue", the paper's lambda_i with pixel values in [0, 1].
   config.lighting_scale = "std"
+  # The training augmentations, each switchable off: random_crop=False trains on the central
+  # crop, flip=False never reflects, lighting=False adds no PCA lighting noise.
+  config.augmentation = ml_collections.ConfigDict(dict(random_crop=True, flip=True, lighting=True))
   config.train_split = "train"
   config.eval_split = "validation"
   # Worker processes decoding images (0: threads of the main process only) and threads decoding

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from supervision import ConfigError, checkpoint, input_pipeline, sharding, train
+from supervision import ConfigError, checkpoint, input_pipeline, models, optim, sharding, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,6 +178,23 @@ def test_config_errors_stop_before_compilation(config, tmp_path, key, value, mat
   config[key] = value
   with pytest.raises(ConfigError, match=match):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_no_regularization_of_any_kind_is_accepted():
+  """--config.weight_decay=0 --config.model.dropout_rate=0 (with the augmentations off): no
+  weight decay and no dropout."""
+  config = smoke.get_config()
+  config.weight_decay, config.model.dropout_rate = 0.0, 0.0
+  config.augmentation.update(random_crop=False, flip=False, lighting=False)
+  train.validate_config(config)
+  model, tx = models.create_model(config), optim.create_optimizer(config)
+  images = np.random.default_rng(0).normal(size=(2, 24, 24, 3)).astype(np.float32)
+  params = model.init(jax.random.key(0), images)["params"]
+  trained = model.apply({"params": params}, images, train=True, rngs={"dropout": jax.random.key(1)})
+  np.testing.assert_array_equal(trained, model.apply({"params": params}, images))
+  zero_grads = jax.tree.map(np.zeros_like, params)
+  updates, _ = tx.update(zero_grads, tx.init(params), params)
+  assert not any(np.any(u) for u in jax.tree.leaves(updates))  # nothing pulls the weights to 0
 
 
 def test_unknown_dataset_is_named(config, tmp_path):
