@@ -1,4 +1,4 @@
-"""The paper's network (Section 3, Figure 2) as a Flax linen module.
+"""The paper's network ("The Architecture", Figure 2) as a Flax linen module.
 
 The two GPU "columns" are explicit: every parameter has a leading column axis of size
 `columns` (column 0 holds the first half of a layer's kernels or neurons), and activations
@@ -67,13 +67,13 @@ def local_response_norm(
   alpha_over_n: bool = False,
   across_columns: bool = False,
 ) -> jax.Array:
-  """Section 3.3: b_i = a_i / (k + alpha * sum_{j=i-n/2}^{i+n/2} a_j^2)^beta over the last axis.
+  """Local Response Normalization: b_i = a_i / (k + alpha * sum_{j=i-n/2}^{i+n/2} a_j^2)^beta.
 
-  The sum runs over the n adjacent kernel maps, clipped at the first and last map. With
-  `alpha_over_n` alpha is divided by n, as in cuda-convnet's released code and Caffe. With
-  `across_columns` x has the column layout (column, batch, ..., C) and the maps are those of all
-  columns, column 0's first, so that windows cross the column boundary; otherwise each column is
-  normalized on its own, as on the paper's two GPUs. The gradient is written out (`_lrn_bwd`):
+  The sum runs over the n adjacent kernel maps of the last axis, clipped at the first and last
+  map. With `alpha_over_n` alpha is divided by n, as in cuda-convnet's released code and Caffe.
+  With `across_columns` x has the column layout (column, batch, ..., C) and the maps are those of
+  all columns, column 0's first, so that windows cross the column boundary; otherwise each column
+  is normalized on its own, as on the paper's two GPUs. The gradient is written out (`_lrn_bwd`):
   XLA:CPU runs the automatic one several times slower.
   """
   alpha = alpha / n if alpha_over_n else alpha
@@ -215,7 +215,7 @@ class ColumnDense(nn.Module):
 class Dropout(nn.Module):
   """Dropout: in training each output is zeroed with probability `rate`.
 
-  form "paper" (the paper's Dropout section) keeps the other outputs unchanged and multiplies
+  form "paper" ("Dropout" in the paper) keeps the other outputs unchanged and multiplies
   all outputs by 1 - rate at test time; "inverted" divides the kept outputs by 1 - rate in
   training and leaves test outputs unchanged.
   """

@@ -1,13 +1,13 @@
-"""The paper's device-side preprocessing (Sections 2 and 4.1), as pure jnp functions for jit.
+"""Device-side preprocessing ("The Dataset", "Data Augmentation"), as pure jnp functions for jit.
 
 Inputs are host batches of uint8 [B, S, S, 3] images (S = config.image_size); outputs are
 float32 views of size C = config.crop_size with the mean image (S x S x 3, over the training
 set) subtracted, on the 0-255 pixel scale. `stats` holds "mean" [S, S, 3], "eigvals" [3] and
 "eigvecs" [3, 3] (eigenvectors as columns) from `supervision.stats`.
 
-  train_views   random C x C patches, horizontal reflections and PCA lighting noise (Section 4.1)
+  train_views   random C x C patches, horizontal reflections and PCA lighting noise
   center_view   the central patch
-  ten_views     the four corner patches and the centre patch, and their reflections (Section 4.1)
+  ten_views     the four corner patches and the centre patch, and their reflections
 """
 
 import jax

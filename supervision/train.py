@@ -1,4 +1,4 @@
-"""Section 5 of the paper as the main job: train, evaluate, checkpoint, resume."""
+"""The paper's "Details of learning" as the main job: train, evaluate, checkpoint, resume."""
 
 import functools
 import json
@@ -51,7 +51,7 @@ def step_keys(state: TrainState) -> tuple[jax.Array, jax.Array]:
 def create_train_state(
   config: ml_collections.ConfigDict, model: models.ColumnNet, tx: optax.GradientTransformation
 ) -> TrainState:
-  """Initial state from `config.seed` (Section 5's initialization is in the model)."""
+  """Initial state from `config.seed` (the paper's initialization is in the model)."""
   init_key, key = jax.random.split(jax.random.key(config.seed))
   images = jnp.zeros((1, config.crop_size, config.crop_size, 3), jnp.float32)
   return state_from_params(model.init(init_key, images)["params"], tx, key)

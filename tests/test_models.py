@@ -1,4 +1,4 @@
-"""The network of Section 3 / Figure 2, checked against the paper's numbers."""
+"""The network of "The Architecture" / Figure 2, checked against the paper's numbers."""
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +57,7 @@ def test_variants_change_the_model_config():
 
 
 def lrn_reference(a, k, n, alpha, beta, alpha_over_n):
-  """The formula of Section 3.3 as a direct loop over kernel maps."""
+  """The formula of "Local Response Normalization" as a direct loop over kernel maps."""
   b = np.zeros_like(a, dtype=np.float64)
   maps = a.shape[-1]
   scale = alpha / n if alpha_over_n else alpha
@@ -193,7 +193,7 @@ def alexnet_params():
   return model, jax.jit(model.init)(jax.random.key(0), images)["params"]
 
 
-def test_init_follows_section_5(alexnet_params):
+def test_init_follows_details_of_learning(alexnet_params):
   _, params = alexnet_params
   bias_one = {"conv2", "conv4", "conv5", "fc6", "fc7"}
   for name, layer in params.items():

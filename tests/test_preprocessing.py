@@ -1,4 +1,4 @@
-"""Device-side preprocessing (Sections 2 and 4.1) against direct numpy computations."""
+"""Device-side preprocessing ("The Dataset", "Data Augmentation") against numpy computations."""
 
 import functools
 

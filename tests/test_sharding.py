@@ -1,4 +1,4 @@
-"""The two-GPU split of Section 3.2 as sharding over a ("data", "model") mesh of 4 CPU devices."""
+"""The two GPUs of "Training on Multiple GPUs" as a ("data", "model") mesh of 4 CPU devices."""
 
 import functools
 import os

@@ -1,4 +1,4 @@
-"""Training and evaluation end to end on a small real CIFAR-10 subset (Section 5)."""
+"""Training and evaluation end to end on a small real CIFAR-10 subset ("Details of learning")."""
 
 import json
 import math
