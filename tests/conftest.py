@@ -55,14 +55,9 @@ def cifar10_archive():
 
 
 @pytest.fixture(scope="session")
-def cifar10_dir(tmp_path_factory):
-  """CIFAR-10 as JPEGs: train/<class>/NNNN.jpg (50,000) and test/<class>/NNNN.jpg (10,000)."""
-  return _extract(tmp_path_factory, "cifar10-jpg.tar.gz")
-
-
-@pytest.fixture(scope="session")
 def cifar10_small_dir(tmp_path_factory):
-  """The first CIFAR10_SMALL_PER_CLASS images of every class of both splits of `cifar10_dir`."""
+  """The first CIFAR10_SMALL_PER_CLASS JPEGs of every class of both splits of CIFAR-10:
+  train/<class>/NNNN.jpg and test/<class>/NNNN.jpg."""
 
   def keep(member):
     return not member.isfile() or int(Path(member.name).stem) < CIFAR10_SMALL_PER_CLASS
