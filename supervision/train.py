@@ -78,6 +78,12 @@ def classification_metrics(log_probs: jax.Array, labels: jax.Array) -> dict[str,
   )
 
 
+def example_weights(mask: jax.Array) -> jax.Array:
+  """Weights of the mean over the unmasked examples: 1 / (their count) for each, 0 for masked
+  ones (all 0 when every example is masked)."""
+  return mask / jnp.maximum(mask.sum(), 1)
+
+
 def train_step(
   state: TrainState,
   batch: dict[str, jax.Array],
@@ -95,7 +101,7 @@ def train_step(
   """
   aug_key, dropout_key = step_keys(state)
   images = preprocessing.train_views(aug_key, batch["image"], data_stats, config)
-  weights = batch["mask"] / jnp.maximum(batch["mask"].sum(), 1)
+  weights = example_weights(batch["mask"])
 
   def loss_fn(params):
     logits = model.apply({"params": params}, images, train=True, rngs={"dropout": dropout_key})

@@ -137,6 +137,24 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(workdir, cifar
   assert steps == sorted(steps) and len([s for s in steps if s == 20]) == 2  # loss, eval rows
 
 
+def test_eval_restores_the_step_it_is_given(workdir, cifar10_small_dir):
+  given = run_main(
+    *main_args(
+      workdir, cifar10_small_dir, "--mode=eval", "--config.eval_checkpoint_step=10",
+      "--config.num_eval_batches=1",
+    )
+  )  # fmt: skip
+  assert given.returncode == 0, given.stderr
+  assert json.loads((workdir / "eval_results.json").read_text())["step"] == 10, "not step 10"
+  assert "Eval (ten_views) at step 10:" in given.stdout, given.stdout
+  missing = run_main(
+    *main_args(workdir, cifar10_small_dir, "--mode=eval", "--config.eval_checkpoint_step=7")
+  )
+  errors = [line for line in missing.stderr.splitlines() if line.startswith("Error:")]
+  assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr
+  assert len(errors) == 1 and "step 7" in errors[0], missing.stderr
+
+
 def test_resuming_with_another_model_names_the_keys(workdir, cifar10_small_dir):
   before = {f: (workdir / f).read_bytes() for f in files(workdir)}
   for override, message in [

@@ -181,6 +181,18 @@ def test_training_batches_are_shuffled_epochs_with_right_labels(twelve):
     assert [int(x) for x in b["label"]] == ["ab".index(classes[v]) for v in levels(b)]
 
 
+def test_a_batch_across_an_epoch_boundary_takes_from_both_epochs():
+  """10 examples in batches of 4: batch 2 ends epoch 0 and starts epoch 1, and so on. Every
+  stretch of 10 positions of the stream that starts an epoch is a permutation, each its own."""
+  stream = np.concatenate([ip.train_indices(10, 0, 0, 1, 4, step) for step in range(10)])
+  epochs = stream.reshape(4, 10)
+  for e, order in enumerate(epochs):
+    assert sorted(order) == list(range(10)), f"epoch {e} of the stream: {order}"
+  assert len({tuple(order) for order in epochs}) == 4, f"epochs shuffled alike: {epochs}"
+  two = [ip.train_indices(10, 0, p, 2, 2, step) for step in range(10) for p in range(2)]
+  np.testing.assert_array_equal(np.concatenate(two), stream, err_msg="2 processes' rows")
+
+
 def test_order_is_deterministic_for_a_seed(twelve):
   _, config = twelve
   first, second = (take(ip.train_dataset(config, 0, 1), 3) for _ in range(2))

@@ -185,14 +185,6 @@ def test_fc6_reads_both_columns():
   assert jnp.abs(grad[0]).max() > 0 and jnp.abs(grad[1]).max() > 0
 
 
-@pytest.fixture(scope="module")
-def alexnet_params():
-  config = alexnet.get_config()
-  model = models.create_model(config)
-  images = jnp.zeros((2, 224, 224, 3))
-  return model, jax.jit(model.init)(jax.random.key(0), images)["params"]
-
-
 def test_init_follows_details_of_learning(alexnet_params):
   _, params = alexnet_params
   bias_one = {"conv2", "conv4", "conv5", "fc6", "fc7"}

@@ -62,3 +62,17 @@ def test_plateau_divides_by_ten_when_the_validation_error_stops_improving():
   assert drops == [False, False, False, True, False, False, False]
   assert plateau.scale == 0.1 and plateau.drops == 1
   assert optim.Plateau(**vars(plateau)) == plateau  # its state round-trips through checkpoints
+
+
+def test_plateau_restarts_its_patience_after_each_drop():
+  plateau = optim.Plateau(patience=2, min_delta=0.01, factor=0.1, max_drops=2)
+  errors = [0.50, 0.495, 0.49, 0.49, 0.40, 0.40, 0.41, 0.41, 0.41, 0.41]
+  # 0.495 and 0.49 improve by less than min_delta: the second divides; patience starts again
+  # (no drop at the next 0.49); 0.40 improves; two evaluations later the second drop, the last.
+  drops, scales = [], []
+  for error in errors:
+    drops.append(plateau.update(error))
+    scales.append(plateau.scale)
+  assert drops == [False, False, True, False, False, False, True, False, False, False], drops
+  np.testing.assert_allclose(scales, [1] * 2 + [0.1] * 4 + [0.01] * 4, err_msg="lr scale")
+  assert plateau.drops == 2

@@ -3,6 +3,7 @@
 import functools
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -108,8 +109,27 @@ def assert_resume_is_exact(config, tmp_path, steps):
   jax.tree.map(np.testing.assert_array_equal, once, twice)
 
 
-def test_exact_resume(config, tmp_path):
-  assert_resume_is_exact(config, tmp_path, 12)
+def test_plateau_drops_reach_training_and_survive_a_resume(config, tmp_path):
+  """No evaluation after the first improves by min_delta 1.0: with an evaluation after every
+  step and patience 2 the learning rate is divided after steps 3 and 5 (2 drops at most), so
+  steps 1-3 train at 0.02, 4-5 at 0.002 and 6 at 0.0002. A run stopped at step 4 (one bad
+  evaluation into the new patience) and resumed trains at the same rates, to bitwise the same
+  parameters."""
+  config.update(
+    dict(learning_rate=0.02, lr_schedule="plateau", plateau_min_delta=1.0, plateau_patience=2)
+    | dict(max_lr_drops=2, eval_every_steps=1, log_every_steps=1, num_eval_batches=1)
+  )
+  for workdir, num_steps in (("once", 6), ("twice", 4), ("twice", 6)):
+    config.num_train_steps = num_steps
+    train.train_and_evaluate(config, str(tmp_path / workdir))
+  for workdir in ("once", "twice"):
+    rates = [m["learning_rate"] for m in read_metrics(tmp_path / workdir) if "loss" in m]
+    np.testing.assert_allclose(
+      rates, [0.02] * 3 + [0.002] * 2 + [0.0002], rtol=1e-6,
+      err_msg=f"the learning rate of each step ({workdir})",
+    )  # fmt: skip
+  once, twice = final_params(tmp_path / "once", config), final_params(tmp_path / "twice", config)
+  jax.tree.map(np.testing.assert_array_equal, once, twice)
 
 
 def test_masked_examples_do_not_change_the_step(config, tmp_path):
@@ -147,13 +167,16 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(config, tmp_pa
   assert all(np.isfinite(p).all() for p in jax.tree.leaves(params))
 
 
-def test_sigterm_saves_and_exits_cleanly(cifar10_small_dir, tmp_path):
+def test_sigterm_saves_exits_and_resumes_after_its_step(cifar10_small_dir, tmp_path):
   args = [
       sys.executable, "main.py", "--config=configs/smoke.py", f"--workdir={tmp_path}",
-      f"--config.dataset=folder:{cifar10_small_dir}", "--config.num_train_steps=100000",
-      "--config.log_every_steps=1", "--config.eval_every_steps=100000",
+      f"--config.dataset=folder:{cifar10_small_dir}", "--config.log_every_steps=1",
+      "--config.eval_every_steps=100000",
   ]  # fmt: skip
-  proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  proc = subprocess.Popen(
+    [*args, "--config.num_train_steps=100000"],
+    cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+  )  # fmt: skip
   metrics = tmp_path / "metrics.jsonl"
   deadline = time.time() + 240
   while not (metrics.exists() and metrics.stat().st_size) and time.time() < deadline:
@@ -162,9 +185,17 @@ def test_sigterm_saves_and_exits_cleanly(cifar10_small_dir, tmp_path):
   proc.send_signal(signal.SIGTERM)
   out = proc.communicate(timeout=120)[0].decode()
   assert proc.returncode == 128 + signal.SIGTERM, out  # main.STOPPED_EXIT_STATUS
-  assert "Stopped by SIGTERM" in out
+  stopped = re.search(r"Stopped by SIGTERM after step (\d+)", out)
+  assert stopped, out
+  step = int(stopped.group(1))
   steps = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
-  assert steps and max(steps) < 100000
+  assert max(steps) == step, f"stopped after step {step}, latest checkpoint {max(steps)}"
+  args += [f"--config.num_train_steps={step + 1}", "--config.num_eval_batches=1"]
+  resumed = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr
+  assert f"resumed at step {step}" in resumed.stdout, resumed.stdout
+  logged = [m["step"] for m in read_metrics(tmp_path) if "loss" in m]
+  assert logged == list(range(1, step + 2)), f"steps logged, stopped after {step}: {logged}"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,371 @@
+"""Mutation testing: plants one known bug at a time in a copy of the repository and runs the tests
+that should catch it.
+
+  python tests/mutation.py [--only NAME ...] [--list] [--keep]
+
+The files of the working tree (`git ls-files`, committed or not) are copied into a temporary
+folder beside a link to ../shared (the tests' data). Each mutant is a file, an exact text that
+must occur in it exactly once (else the script stops: the code moved, update the mutant) and its
+replacement; a mutant may list several such forms, for code before and after a change that
+others are making, and the first that fits is applied. Its tests run with `pytest -x -q`: KILLED
+when one fails, SURVIVED when all pass, ERROR when pytest could not run them (exit status other
+than 0 and 1). First the unmutated copy runs every mutant's tests at once; they must all pass,
+with nothing skipped. Not collected by pytest (no test_ prefix). CPU-heavy: about 15 minutes on
+two cores; each mutant's tests take well under a minute.
+"""
+
+import argparse
+import dataclasses
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Tests that fail on the unmutated code for a known reason, left out of every run. The paper's
+# test-time dropout (config.model.dropout_form "paper") is coming from another branch; remove
+# the entry once it is merged.
+KNOWN_FAILING = ["tests/test_paper.py::test_alexnet_logits_halve_fc6_and_fc7_at_test_time"]
+
+PAPER = "tests/test_paper.py"
+STEPS = "tests/test_steps.py"
+PREPROCESSING = "tests/test_preprocessing.py"
+PLATEAU_TRAINING = "tests/test_train.py::test_plateau_drops_reach_training_and_survive_a_resume"
+
+
+@dataclasses.dataclass
+class Mutant:
+  name: str
+  path: str
+  forms: list[tuple[str, str]]  # (exact old text, new text); the first found is applied
+  tests: list[str]
+
+
+def mutant(name, path, old, new, *tests):
+  return Mutant(name, path, [(old, new)], list(tests))
+
+
+MUTANTS = [
+  # The maths of training and evaluation.
+  mutant(
+    "loss divided by the batch size, not the unmasked count", "supervision/train.py",
+    "return mask / jnp.maximum(mask.sum(), 1)", "return mask / mask.shape[0]", STEPS,
+  ),
+  mutant(
+    "reported metrics averaged over masked rows too", "supervision/train.py",
+    "metrics = {k: (v * weights).sum() for k, v in metrics.items()}",
+    "metrics = {k: v.mean() for k, v in metrics.items()}", STEPS,
+  ),
+  mutant(
+    "eval sums include the padded rows", "supervision/train.py",
+    "sums = {k: (v * mask).sum() for k, v in metrics.items()}",
+    "sums = {k: v.sum() for k, v in metrics.items()}", STEPS,
+  ),
+  Mutant(
+    "10-view average mixes images across the batch", "supervision/train.py",
+    [
+      ("jax.nn.softmax(logits).reshape(b, v, -1).mean(axis=1)",
+       "jax.nn.softmax(logits).reshape(v, b, -1).mean(axis=0)"),
+      ("jax.nn.log_softmax(logits).reshape(b, v, -1), axis=1)",
+       "jax.nn.log_softmax(logits).reshape(v, b, -1), axis=0)"),
+    ],
+    [STEPS],
+  ),
+  Mutant(
+    "10-view average of logits, not of softmaxes", "supervision/train.py",
+    [
+      ("jax.nn.softmax(logits).reshape(b, v, -1).mean(axis=1)",
+       "jax.nn.softmax(logits.reshape(b, v, -1).mean(axis=1))"),
+      ("jax.nn.logsumexp(jax.nn.log_softmax(logits).reshape(b, v, -1), axis=1) - jnp.log(v)",
+       "jax.nn.log_softmax(logits.reshape(b, v, -1).mean(axis=1))"),
+    ],
+    [STEPS],
+  ),
+  mutant(
+    "top-5 error with any instead of all", "supervision/train.py",
+    "jnp.all(top5 != labels[:, None], axis=-1)", "jnp.any(top5 != labels[:, None], axis=-1)",
+    STEPS,
+  ),
+  # The schedule.
+  mutant(
+    "plateau scale does not reach the optimizer", "supervision/train.py",
+    "hyperparams = dict(state.opt_state.hyperparams, learning_rate=lr)",
+    "hyperparams = dict(state.opt_state.hyperparams, learning_rate=lr_fn(state.step))", STEPS,
+  ),
+  mutant(
+    "training loop does not pass the plateau scale", "supervision/train.py",
+    "trainer.train_step(state, batch, trainer.data_stats, plateau.scale)",
+    "trainer.train_step(state, batch, trainer.data_stats, 1.0)", PLATEAU_TRAINING,
+  ),
+  mutant(
+    "patience not reset after a drop", "supervision/optim.py",
+    "self.drops, self.bad_evals, self.scale = self.drops + 1, 0, self.scale * self.factor",
+    "self.drops, self.scale = self.drops + 1, self.scale * self.factor",
+    "tests/test_optim.py",
+  ),
+  mutant(
+    "plateau state not restored on resume", "supervision/train.py",
+    'plateau = optim.Plateau(**meta["plateau"])', "plateau = optim.Plateau.from_config(config)",
+    PLATEAU_TRAINING,
+  ),
+  mutant(
+    "at most 2 learning-rate drops", "configs/alexnet.py",
+    "config.max_lr_drops = 3", "config.max_lr_drops = 2", PAPER,
+  ),
+  # The paper's constants.
+  mutant("LRN k = 1", "configs/alexnet.py", "k=2.0, n=5", "k=1.0, n=5", PAPER),
+  mutant(
+    "LRN alpha divided by n in the config", "configs/alexnet.py",
+    "alpha_over_n=False", "alpha_over_n=True", PAPER,
+  ),
+  mutant(
+    "LRN alpha divided by n by default", "supervision/models.py",
+    "alpha_over_n: bool = False", "alpha_over_n: bool = True", PAPER,
+  ),
+  mutant(
+    "pooling window 2", "configs/alexnet.py",
+    "dict(window=3, stride=2)", "dict(window=2, stride=2)", PAPER,
+  ),
+  mutant(
+    "momentum 0.8", "configs/alexnet.py", "config.momentum = 0.9", "config.momentum = 0.8", PAPER,
+  ),
+  mutant(
+    "weight decay 5e-3", "configs/alexnet.py",
+    "config.weight_decay = 5e-4", "config.weight_decay = 5e-3", PAPER,
+  ),
+  mutant(
+    "learning rate 0.001", "configs/alexnet.py",
+    "config.learning_rate = 0.01", "config.learning_rate = 0.001", PAPER,
+  ),
+  mutant(
+    "dropout 0.25", "configs/alexnet.py", "m.dropout_rate = 0.5", "m.dropout_rate = 0.25", PAPER,
+  ),
+  mutant("init std 0.02", "configs/alexnet.py", "m.init_std = 0.01", "m.init_std = 0.02", PAPER),
+  mutant(
+    "conv4 bias 0", "configs/alexnet.py",
+    '("conv2", "conv4", "conv5", "fc6", "fc7")', '("conv2", "conv5", "fc6", "fc7")', PAPER,
+  ),
+  mutant(
+    "batch 256", "configs/alexnet.py", "config.batch_size = 128", "config.batch_size = 256", PAPER,
+  ),
+  mutant(
+    "227x227 crops", "configs/alexnet.py",
+    "config.crop_size = 224", "config.crop_size = 227", PAPER,
+  ),
+  mutant(
+    "lighting std 0.2", "configs/alexnet.py",
+    "config.pca_lighting_std = 0.1", "config.pca_lighting_std = 0.2", PAPER,
+  ),
+  mutant(
+    "biases decayed by default", "configs/alexnet.py",
+    "config.decay_biases = False", "config.decay_biases = True", STEPS,
+  ),
+  mutant(
+    "conv1 padded 1 before and 2 after", "configs/alexnet.py",
+    "padding=((0, 3), (0, 3))", "padding=((1, 2), (1, 2))", PAPER,
+  ),
+  mutant(
+    "conv3 reads its own column", "configs/alexnet.py",
+    'conv("conv3", 384, 3, reads="all")', 'conv("conv3", 384, 3)', PAPER,
+  ),
+  mutant(
+    "CIFAR-10 conv3 max pooling", "configs/cifar10.py",
+    'alexnet.conv("conv3", 64, 5, pool="avg")', 'alexnet.conv("conv3", 64, 5, pool="max")', PAPER,
+  ),
+  mutant(
+    "one_column keeps conv4 whole", "configs/alexnet.py",
+    'if c["name"] != "conv5"', 'if c["name"] not in ("conv4", "conv5")', PAPER,
+  ),
+  mutant(
+    "six_conv's conv6 reads both columns", "configs/alexnet.py",
+    'conv("conv6", 256, 3)', 'conv("conv6", 256, 3, reads="all")', PAPER,
+  ),
+  # The network's maths.
+  mutant(
+    "columns merged in reverse order", "supervision/models.py",
+    "return jnp.concatenate(list(x), axis=-1)", "return jnp.concatenate(list(x)[::-1], axis=-1)",
+    PAPER,
+  ),
+  mutant(
+    "FC layers flatten channels first", "supervision/models.py",
+    "x.reshape(len(x), -1) @ w + b", "jnp.moveaxis(x, -1, 1).reshape(len(x), -1) @ w + b", PAPER,
+  ),
+  mutant(
+    "LRN before the ReLU", "supervision/models.py",
+    '      x, x_columns = act(x), True\n      if layer["lrn"]:\n'
+    "        x = local_response_norm(x, **self.lrn)\n",
+    '      if layer["lrn"]:\n        x = local_response_norm(x, **self.lrn)\n'
+    "      x, x_columns = act(x), True\n",
+    PAPER,
+  ),
+  mutant(
+    "the model ignores the pooling window", "supervision/models.py",
+    'window, stride = (self.pool["window"],) * 2', 'window, stride = (3, 3)', PAPER,
+  ),
+  mutant(
+    "max and average pooling swapped", "supervision/models.py",
+    '{"max": nn.max_pool, "avg": nn.avg_pool}', '{"max": nn.avg_pool, "avg": nn.max_pool}', PAPER,
+  ),
+  mutant(
+    "ReLU is GELU", "supervision/models.py", '"relu": nn.relu', '"relu": nn.gelu', PAPER,
+  ),
+  mutant(
+    "init bias 0.1 instead of 1", "supervision/models.py",
+    "bias = 1.0 if name in self.init_bias_one", "bias = 0.1 if name in self.init_bias_one",
+    "tests/test_models.py::test_init_follows_section_5",
+  ),
+  mutant(
+    "init truncated normal", "supervision/models.py",
+    "kernel_init=nn.initializers.normal(self.init_std)",
+    "kernel_init=nn.initializers.truncated_normal(self.init_std)",
+    "tests/test_models.py::test_init_follows_section_5",
+  ),
+  mutant(
+    "Nesterov momentum", "supervision/optim.py",
+    "optax.trace(decay=momentum)", "optax.trace(decay=momentum, nesterov=True)", PAPER,
+  ),
+  # Data.
+  mutant(
+    "a batch across an epoch boundary drawn from one epoch's shuffle",
+    "supervision/input_pipeline.py",
+    "[epoch_order(size, seed, e)[o] for e, o in zip(epochs, offsets, strict=True)]",
+    "[epoch_order(size, seed, epochs[0])[o] for o in offsets]",
+    "tests/test_input_pipeline.py::test_a_batch_across_an_epoch_boundary_takes_from_both_epochs",
+  ),
+  mutant(
+    "evaluation wraps around instead of padding", "supervision/input_pipeline.py",
+    "return np.where(indices < size, indices, -1)", "return indices % size",
+    "tests/test_input_pipeline.py::test_evaluation_sees_every_example_once_with_padding_masked",
+  ),
+  mutant(
+    "flips not applied", "supervision/preprocessing.py",
+    "return jnp.where(flips[:, None, None, None], images[:, :, ::-1], images)", "return images",
+    PREPROCESSING,
+  ),
+  mutant(
+    "crop offsets miss the last position", "supervision/preprocessing.py",
+    "config.image_size - config.crop_size + 1)", "config.image_size - config.crop_size)",
+    PREPROCESSING,
+  ),
+  mutant(
+    "mean image not subtracted", "supervision/preprocessing.py",
+    'return images.astype(jnp.float32) - stats["mean"]', "return images.astype(jnp.float32)",
+    PREPROCESSING,
+  ),
+  mutant(
+    "lighting scaled by eigenvalues, not their roots", "supervision/preprocessing.py",
+    "s = jnp.sqrt(eigvals) if", "s = eigvals if", PREPROCESSING,
+  ),
+  mutant(
+    "10 views reflected upside down", "supervision/preprocessing.py",
+    "[views, views[:, :, :, ::-1]]", "[views, views[:, :, ::-1]]", STEPS,
+  ),
+  # Stopping, resuming, evaluating a checkpoint.
+  mutant(
+    "SIGTERM stops without saving", "supervision/train.py",
+    "or last or eval_now or stopping", "or last or eval_now",
+    "tests/test_train.py::test_sigterm_saves_exits_and_resumes_after_its_step",
+  ),
+  mutant(
+    "eval_checkpoint_step ignored", "supervision/train.py",
+    "step = config.eval_checkpoint_step if config.eval_checkpoint_step > 0 else None",
+    "step = None",
+    "tests/test_failures.py::test_eval_restores_the_step_it_is_given",
+  ),
+]  # fmt: skip
+
+
+def copy_repo(dest: Path) -> Path:
+  """The working tree's files (tracked, and untracked but not ignored) in dest/repo, with
+  dest/shared linking to the shared data beside the repository."""
+  listed = subprocess.run(
+    ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+    cwd=ROOT, capture_output=True, text=True, check=True,
+  ).stdout.split("\0")  # fmt: skip
+  repo = dest / "repo"
+  for name in filter(None, listed):
+    if (ROOT / name).is_file():
+      (repo / name).parent.mkdir(parents=True, exist_ok=True)
+      shutil.copy2(ROOT / name, repo / name)
+  (dest / "shared").symlink_to(ROOT.parent / "shared")
+  return repo
+
+
+def apply(repo: Path, m: Mutant) -> str:
+  """Writes the mutant into `repo`; returns the original text of its file."""
+  path = repo / m.path
+  original = path.read_text()
+  for old, new in m.forms:
+    count = original.count(old)
+    if count > 1:
+      sys.exit(f"Mutant {m.name!r}: {old!r} occurs {count} times in {m.path}; make it unique.")
+    if count == 1:
+      path.write_text(original.replace(old, new))
+      return original
+  olds = " or ".join(repr(old) for old, _ in m.forms)
+  sys.exit(f"Mutant {m.name!r}: {olds} is not in {m.path}: the code changed; update the mutant.")
+
+
+def pytest(repo: Path, tests: list[str]) -> tuple[int, str, float]:
+  deselect = [f"--deselect={t}" for t in KNOWN_FAILING]
+  args = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *deselect, *tests]
+  start = time.time()
+  result = subprocess.run(args, cwd=repo, capture_output=True, text=True)
+  return result.returncode, result.stdout + result.stderr, time.time() - start
+
+
+def first_failure(output: str) -> str:
+  """The short-summary line of the first failed test: its name and message."""
+  lines = [line for line in output.splitlines() if re.match(r"(FAILED|ERROR) ", line)]
+  return lines[0][:300] if lines else output.strip().splitlines()[-1][:300]
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--only", nargs="+", default=[], help="run mutants whose name has this")
+  parser.add_argument("--list", action="store_true", help="list the mutants and their tests")
+  parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
+  args = parser.parse_args()
+  chosen = [m for m in MUTANTS if not args.only or any(o in m.name for o in args.only)]
+  if args.list or not chosen:
+    for m in MUTANTS:
+      print(f"{m.name:65s} {m.path:32s} {' '.join(m.tests)}")
+    return
+  tmp = Path(tempfile.mkdtemp(prefix="supervision_mutation_"))
+  try:
+    repo = copy_repo(tmp)
+    for m in chosen:  # every mutant fits the code before anything runs
+      (repo / m.path).write_text(apply(repo, m))
+    tests = sorted({t for m in chosen for t in m.tests})
+    code, output, seconds = pytest(repo, ["-rs", *tests])
+    if code != 0 or re.search(r"\d+ skipped", output):
+      sys.exit(f"The unmutated code does not pass {tests} cleanly:\n{output[-4000:]}")
+    print(f"unmutated: {len(tests)} test selections pass ({seconds:.0f} s)", flush=True)
+    results = []
+    for m in chosen:
+      original = apply(repo, m)
+      try:
+        code, output, seconds = pytest(repo, m.tests)
+      finally:
+        (repo / m.path).write_text(original)
+      status = {0: "SURVIVED", 1: "KILLED"}.get(code, "ERROR")
+      detail = first_failure(output) if code else "all passed: " + " ".join(m.tests)
+      results.append(status)
+      print(f"{status:8s} {seconds:4.0f} s  {m.name}\n           {detail}", flush=True)
+    killed = results.count("KILLED")
+    print(f"\nScore: {killed}/{len(results)} killed ({100 * killed / len(results):.0f}%),", end="")
+    print(f" {results.count('SURVIVED')} survived, {results.count('ERROR')} errors.")
+    if killed < len(results):
+      sys.exit(1)
+  finally:
+    if args.keep:
+      print(f"The copy is kept in {tmp}.")
+    else:
+      shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+  main()
