@@ -2,15 +2,18 @@
 
 Prints RESULT lines in the format of ../shared/peers/torch_alexnet.py, so both can be run
 interleaved on the same machine:
-    python -m benchmarks.model_speed --config=configs/alexnet.py --batch=128 --steps=5
+    python -m benchmarks.model_speed --config=configs/alexnet.py --batch=128,512 --steps=5
 The train step is forward, softmax cross-entropy, backward and the paper's SGD update.
+`--dtype=bfloat16` computes in bfloat16 with float32 parameters (config.model.dtype).
 """
 
 import os
 import statistics
 import time
+from typing import Any
 
 import jax
+import ml_collections
 import optax
 from absl import app, flags
 from ml_collections import config_flags
@@ -18,7 +21,8 @@ from ml_collections import config_flags
 from supervision import models, optim
 
 config_flags.DEFINE_config_file("config", "configs/alexnet.py", "Model config.")
-flags.DEFINE_integer("batch", 128, "Images per step.")
+flags.DEFINE_list("batch", ["128"], "Images per step; several sizes are timed one after another.")
+flags.DEFINE_enum("dtype", None, models.DTYPES, "config.model.dtype (default: the config's).")
 flags.DEFINE_integer("steps", 5, "Timed steps (median reported).")
 flags.DEFINE_integer("warmup", 2, "Untimed calls; the first (compilation) is printed.")
 flags.DEFINE_enum("mode", "both", ["train", "infer", "both"], "What to time.")
@@ -40,10 +44,10 @@ def timed(fn, warmup: int, steps: int) -> tuple[float, list[float]]:
   return first, times
 
 
-def report(net: str, mode: str, batch: int, first: float, times: list[float]) -> None:
+def report(net: str, mode: str, batch: int, first: float, times: list[float], dtype: str) -> None:
   med = statistics.median(times)
   print(
-    f"RESULT fw=jax net={net} mode={mode} batch={batch} steps={len(times)} "
+    f"RESULT fw=jax net={net} mode={mode} dtype={dtype} batch={batch} steps={len(times)} "
     f"median_ms={med * 1e3:.1f} min_ms={min(times) * 1e3:.1f} img_s={batch / med:.1f} "
     f"first_call_s={first:.2f} load1={os.getloadavg()[0]:.2f}",
     flush=True,
@@ -52,16 +56,29 @@ def report(net: str, mode: str, batch: int, first: float, times: list[float]) ->
 
 def main(_):
   config = FLAGS.config
+  if FLAGS.dtype:
+    config.model.dtype = FLAGS.dtype
   model = models.create_model(config)
   key = jax.random.key(0)
-  x = jax.random.normal(key, (FLAGS.batch, config.crop_size, config.crop_size, 3))
-  y = jax.random.randint(key, (FLAGS.batch,), 0, config.num_classes)
-  params = jax.jit(model.init)(key, x[:1])["params"]
-  tx = optim.paper_sgd(config.learning_rate, config.momentum, config.weight_decay)
+  shape = (1, config.crop_size, config.crop_size, 3)
+  params = jax.jit(model.init)(key, jax.numpy.zeros(shape))["params"]
   net = f"{config.model.name}:{config.dataset}"
   print(
     f"PARAMS net={net} count={sum(p.size for p in jax.tree.leaves(params))} jax={jax.__version__}"
   )
+  for batch in map(int, FLAGS.batch):
+    time_model(model, params, config, batch)
+
+
+def time_model(
+  model: models.ColumnNet, params: Any, config: ml_collections.ConfigDict, batch: int
+) -> None:
+  """Times the train step and inference of `model` on a random batch of `batch` images."""
+  key = jax.random.key(batch)
+  x = jax.random.normal(key, (batch, config.crop_size, config.crop_size, 3))
+  y = jax.random.randint(key, (batch,), 0, config.num_classes)
+  tx = optim.paper_sgd(config.learning_rate, config.momentum, config.weight_decay)
+  net, dtype = f"{config.model.name}:{config.dataset}", config.model.dtype
 
   def loss_fn(params, step):
     logits = model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(step)})
@@ -82,9 +99,9 @@ def main(_):
       carry[2] += 1
       return carry[0]
 
-    report(net, "train", FLAGS.batch, *timed(step, FLAGS.warmup, FLAGS.steps))
+    report(net, "train", batch, *timed(step, FLAGS.warmup, FLAGS.steps), dtype)
   if FLAGS.mode in ("infer", "both"):
-    report(net, "infer", FLAGS.batch, *timed(lambda: infer(params), FLAGS.warmup, FLAGS.steps))
+    report(net, "infer", batch, *timed(lambda: infer(params), FLAGS.warmup, FLAGS.steps), dtype)
 
 
 if __name__ == "__main__":

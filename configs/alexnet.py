@@ -3,11 +3,11 @@
 Every hyperparameter of the paper is named once here. Variants of the architecture are
 selected with a config string, e.g. `--config=configs/alexnet.py:one_column`:
 
-  one_column            the 1-GPU comparison net (footnote of Section 4.2 / Table 1)
-  no_lrn                without local response normalization (Section 3.3)
-  non_overlapping_pool  pooling with s = z = 2 instead of s = 2, z = 3 (Section 3.4)
-  six_conv              an extra conv layer over the last pooling layer (Section 7)
-  tanh                  saturating tanh units instead of ReLUs (Section 3.1, Figure 1)
+  one_column            the 1-GPU comparison net ("Training on Multiple GPUs" and its footnote)
+  no_lrn                without LRN ("Local Response Normalization")
+  non_overlapping_pool  pooling with s = z = 2 instead of s = 2, z = 3 ("Overlapping Pooling")
+  six_conv              an extra conv layer over the last pooling layer ("Results")
+  tanh                  saturating tanh units instead of ReLUs ("ReLU Nonlinearity", Figure 1)
 """
 
 import ml_collections
@@ -33,7 +33,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   """Returns the paper's configuration, optionally changed into one of `VARIANTS`."""
   config = ml_collections.ConfigDict()
 
-  # Data (Sections 2 and 5.1).
+  # Data ("The Dataset", "Data Augmentation").
   config.dataset = "imagenet2012"
   config.data_dir = ""
   config.class_list = ""
@@ -44,6 +44,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # What multiplies a_i in the lighting noise: "std", sqrt(lambda_i) of 0-255 pixel values (as in
   # cuda-convnet), or "eigenvalue", the paper's lambda_i with pixel values in [0, 1].
   config.lighting_scale = "std"
+  # The training augmentations, each switchable off: random_crop=False trains on the central
+  # crop, flip=False never reflects, lighting=False adds no PCA lighting noise.
+  config.augmentation = ml_collections.ConfigDict(dict(random_crop=True, flip=True, lighting=True))
   config.train_split = "train"
   config.eval_split = "validation"
   # Worker processes decoding images (0: threads of the main process only) and threads decoding
@@ -58,16 +61,19 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # this many examples (about 20 MB each at quality 90), for these splits (empty: all).
   config.prepare = ml_collections.ConfigDict(dict(jpeg_quality=90, shard_size=1024, splits=()))
 
-  # The network (Section 3 and Figure 2).
+  # The network ("The Architecture", Figure 2).
   config.model = ml_collections.ConfigDict()
   m = config.model
   m.name = "column_net"
   m.columns = 2  # the paper's two GPUs
   m.activation = "relu"
-  # Local response normalization (Section 3.3); alpha_over_n switches to the convention of
-  # cuda-convnet's released code and Caffe, where alpha is divided by n.
-  m.lrn = ml_collections.ConfigDict(dict(k=2.0, n=5, alpha=1e-4, beta=0.75, alpha_over_n=False))
-  m.pool = ml_collections.ConfigDict(dict(window=3, stride=2))  # overlapping pooling, Section 3.4
+  # "Local Response Normalization"; alpha_over_n switches to the convention of cuda-convnet's
+  # released code and Caffe, where alpha is divided by n; across_columns runs the window over the
+  # maps of all columns instead of each column's own (the two GPUs').
+  m.lrn = ml_collections.ConfigDict(
+    dict(k=2.0, n=5, alpha=1e-4, beta=0.75, alpha_over_n=False, across_columns=False)
+  )
+  m.pool = ml_collections.ConfigDict(dict(window=3, stride=2))  # "Overlapping Pooling"
   # `features` counts the kernels of both columns together; `reads` is which maps of the layer
   # below each column sees: "own" (its own column) or "all" (both columns); `pool` is "max",
   # "avg" or "" (none). conv1 has total
@@ -81,12 +87,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     conv("conv5", 256, 3, pool="max"),
   )
   m.dense = (4096, 4096)  # fc6, fc7; fc8 has num_classes outputs
-  m.dropout_rate = 0.5  # on the outputs of fc6 and fc7 (Section 4.2)
-  m.init_std = 0.01  # weights ~ N(0, 0.01) (Section 5)
+  m.dropout_rate = 0.5  # on the outputs of fc6 and fc7 ("Dropout")
+  m.dropout_form = "paper"  # or "inverted" (`supervision.models.Dropout`)
+  m.init_std = 0.01  # weights ~ N(0, 0.01) ("Details of learning")
   m.init_bias_one = ("conv2", "conv4", "conv5", "fc6", "fc7")  # biases 1 here, 0 elsewhere
   m.dtype = "float32"
 
-  # Training (Section 5).
+  # Training ("Details of learning").
   config.batch_size = 128
   config.num_epochs = 90
   config.num_train_steps = -1  # when > 0 it overrides num_epochs
@@ -110,8 +117,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.num_eval_batches = -1  # -1: the whole eval split
   config.eval_checkpoint_step = -1  # --mode=eval restores this step; -1: the latest
 
-  # Parallelism (Section 3.2): the paper's two GPUs are the mesh axis "model" of size 2
-  # (column c on model-device c); "data" splits the batch (-1: all devices "model" leaves).
+  # Parallelism ("Training on Multiple GPUs"): the paper's two GPUs are the mesh axis "model" of
+  # size 2 (column c on model-device c); "data" splits the batch (-1: all devices "model" leaves).
   config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
   # Multi-host runs: every process gets the same coordinator "host:port", the process count
   # and its own id. An empty address means a single process.
@@ -128,7 +135,8 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
   if variant == "":
     pass
   elif variant == "one_column":
-    # Half the kernels in conv1-conv4; conv5 and the FC layers unchanged (Section 4.2 footnote).
+    # Half the kernels in conv1-conv4; conv5 and the FC layers unchanged (the footnote of
+    # "Training on Multiple GPUs").
     m.columns = 1
     m.conv = tuple(
       dict(c, features=c["features"] // 2) if c["name"] != "conv5" else c for c in m.conv

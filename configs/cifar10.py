@@ -1,9 +1,9 @@
-"""CIFAR-10 with the paper's four-layer net (Section 3.1 / Figure 1, Section 3.3).
+"""CIFAR-10 with the paper's four-layer net (Figure 1, "Local Response Normalization").
 
 A cuda-convnet style network: three 5x5 conv layers with pooling, then a softmax layer; one
 column. The activation (`--config.model.activation=tanh`) and LRN (`:no_lrn`) are switchable
-for the Figure 1 and Section 3.3 experiments. Data: TFDS `cifar10`, or a folder of JPEGs with
-`--config.dataset=folder:/path/to/cifar10` (train/ and test/ inside).
+for the experiments of Figure 1 and "Local Response Normalization". Data: TFDS `cifar10`, or a
+folder of JPEGs with `--config.dataset=folder:/path/to/cifar10` (train/ and test/ inside).
 """
 
 import ml_collections

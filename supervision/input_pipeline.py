@@ -1,4 +1,4 @@
-"""Reading images (Section 2 of the paper): sources, host-side decoding and the Grain loader.
+"""Reading images ("The Dataset" in the paper): sources, host-side decoding and the Grain loader.
 
 `config.dataset` names the source:
 

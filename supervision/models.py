@@ -1,4 +1,4 @@
-"""The paper's network (Section 3, Figure 2) as a Flax linen module.
+"""The paper's network ("The Architecture", Figure 2) as a Flax linen module.
 
 The two GPU "columns" are explicit: every parameter has a leading column axis of size
 `columns` (column 0 holds the first half of a layer's kernels or neurons), and activations
@@ -27,6 +27,8 @@ MODEL_AXIS = "model"
 DATA_AXIS = "data"
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
 POOLS = {"max": nn.max_pool, "avg": nn.avg_pool}
+DROPOUT_FORMS = ("paper", "inverted")
+DTYPES = ("float32", "bfloat16")  # of the computation (config.model.dtype)
 
 
 def _window_sum(x: jax.Array, before: int, after: int) -> jax.Array:
@@ -58,15 +60,30 @@ _lrn.defvjp(_lrn_fwd, _lrn_bwd)
 
 
 def local_response_norm(
-  x: jax.Array, k: float, n: int, alpha: float, beta: float, alpha_over_n: bool = False
+  x: jax.Array,
+  k: float,
+  n: int,
+  alpha: float,
+  beta: float,
+  alpha_over_n: bool = False,
+  across_columns: bool = False,
 ) -> jax.Array:
-  """Section 3.3: b_i = a_i / (k + alpha * sum_{j=i-n/2}^{i+n/2} a_j^2)^beta over the last axis.
+  """Local Response Normalization: b_i = a_i / (k + alpha * sum_{j=i-n/2}^{i+n/2} a_j^2)^beta.
 
-  The sum runs over the n adjacent kernel maps, clipped at the first and last map. With
-  `alpha_over_n` alpha is divided by n, as in cuda-convnet's released code and Caffe. The
-  gradient is written out (`_lrn_bwd`): XLA:CPU runs the automatic one several times slower.
+  The sum runs over the n adjacent kernel maps of the last axis, clipped at the first and last
+  map. With `alpha_over_n` alpha is divided by n, as in cuda-convnet's released code and Caffe.
+  With `across_columns` x has the column layout (column, batch, ..., C) and the maps are those of
+  all columns, column 0's first, so that windows cross the column boundary; otherwise each column
+  is normalized on its own, as on the paper's two GPUs. The gradient is written out (`_lrn_bwd`):
+  XLA:CPU runs the automatic one several times slower.
   """
-  return _lrn(x, k, n, alpha / n if alpha_over_n else alpha, beta)
+  alpha = alpha / n if alpha_over_n else alpha
+  if not across_columns:
+    return _lrn(x, k, n, alpha, beta)
+  # Under a mesh with a `model` axis this gathers the maps of all model-devices: simple and
+  # correct, though a window needs only the n // 2 maps beyond the boundary.
+  merged = _lrn(_merge_columns(x), k, n, alpha, beta)
+  return jnp.stack(jnp.split(merged, len(x), axis=-1))
 
 
 def _conv2d(x: jax.Array, kernel: jax.Array, stride: int, pads: tuple) -> jax.Array:
@@ -154,6 +171,7 @@ class ColumnConv(nn.Module):
   reads: str  # "own" or "all"
   kernel_init: Callable
   bias_init: Callable
+  dtype: Any = jnp.float32  # of the computation; parameters are float32
 
   @nn.compact
   def __call__(self, x: jax.Array, x_columns: bool) -> jax.Array:
@@ -162,6 +180,7 @@ class ColumnConv(nn.Module):
     shape = (self.columns, self.kernel_size, self.kernel_size, in_features)
     kernel = self.param("kernel", self.kernel_init, shape + (self.features // self.columns,))
     bias = self.param("bias", self.bias_init, (self.columns, self.features // self.columns))
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
 
     def conv(x, kernel, bias):
       pads = self.padding
@@ -186,21 +205,45 @@ class ColumnDense(nn.Module):
   columns: int
   kernel_init: Callable
   bias_init: Callable
+  dtype: Any = jnp.float32  # of the computation; parameters are float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     shape = (self.columns, math.prod(x.shape[2:]) * len(x), self.features // self.columns)
     kernel = self.param("kernel", self.kernel_init, shape)
     bias = self.param("bias", self.bias_init, shape[::2])
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     dense = lambda x, w, b: x.reshape(len(x), -1) @ w + b  # noqa: E731
     return _column_map(dense, x, kernel, bias, "all")
+
+
+class Dropout(nn.Module):
+  """Dropout: in training each output is zeroed with probability `rate`.
+
+  form "paper" ("Dropout" in the paper) keeps the other outputs unchanged and multiplies
+  all outputs by 1 - rate at test time; "inverted" divides the kept outputs by 1 - rate in
+  training and leaves test outputs unchanged.
+  """
+
+  rate: float
+  form: str
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    keep = 1.0 - self.rate
+    if not train:
+      return x * keep if self.form == "paper" else x
+    kept = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape)
+    return jnp.where(kept, x if self.form == "paper" else x / keep, 0)
 
 
 class ColumnNet(nn.Module):
   """Conv layers from a layer table, then FC layers; AlexNet with the paper's config.
 
-  Returns logits of shape (batch, num_classes). Dropout is inverted dropout: outputs are
-  scaled by 1/(1 - rate) in training, which equals the paper's multiplying by 0.5 at test time.
+  Returns float32 logits of shape (batch, num_classes); `Dropout` of form `dropout_form`
+  follows fc6 and fc7. `dtype` is the dtype of the computation (Flax's convention: parameters
+  stay float32); with bfloat16 the convolutions, matmuls and pooling run in bfloat16 and LRN
+  in float32.
   """
 
   conv: Sequence[dict]
@@ -211,6 +254,7 @@ class ColumnNet(nn.Module):
   lrn: dict
   pool: dict
   dropout_rate: float
+  dropout_form: str
   init_std: float
   init_bias_one: Sequence[str]
   dtype: Any = jnp.float32
@@ -224,11 +268,13 @@ class ColumnNet(nn.Module):
     convs = [(c["name"], "image" if i == 0 else c["reads"]) for i, c in enumerate(self.conv)]
     return convs + [(name, "all") for name in self.dense_names()]
 
-  def _inits(self, name: str) -> dict:
+  def _layer_args(self, name: str) -> dict:
     bias = 1.0 if name in self.init_bias_one else 0.0
     return dict(
       kernel_init=nn.initializers.normal(self.init_std),
       bias_init=nn.initializers.constant(bias),
+      dtype=self.dtype,
+      name=name,
     )
 
   @nn.compact
@@ -243,21 +289,20 @@ class ColumnNet(nn.Module):
         layer["padding"],
         self.columns,
         layer["reads"],
-        name=layer["name"],
-        **self._inits(layer["name"]),
+        **self._layer_args(layer["name"]),
       )(x, x_columns)
       x, x_columns = act(x), True
-      if layer["lrn"]:
-        x = local_response_norm(x, **self.lrn)
+      if layer["lrn"]:  # its sums of squares in float32 (bfloat16 has 8 bits of mantissa)
+        x = local_response_norm(x.astype(jnp.float32), **self.lrn).astype(self.dtype)
       if layer["pool"]:
         window, stride = (self.pool["window"],) * 2, (self.pool["stride"],) * 2
         x = POOLS[layer["pool"]](x, window, strides=stride, padding="VALID")
     sizes = (*self.dense, self.num_classes)
     for i, (name, features) in enumerate(zip(self.dense_names(), sizes, strict=True)):
-      x = ColumnDense(features, self.columns, name=name, **self._inits(name))(x)
+      x = ColumnDense(features, self.columns, **self._layer_args(name))(x)
       if i < len(self.dense):
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(act(x))
-    return _merge_columns(x)
+        x = Dropout(self.dropout_rate, self.dropout_form)(act(x), train)
+    return _merge_columns(x).astype(jnp.float32)
 
 
 def create_model(config: ml_collections.ConfigDict) -> ColumnNet:
@@ -277,6 +322,12 @@ def create_model(config: ml_collections.ConfigDict) -> ColumnNet:
       )
   if m.activation not in ACTIVATIONS:
     raise ConfigError(f"config.model.activation={m.activation!r}; choose from {list(ACTIVATIONS)}.")
+  if m.dropout_form not in DROPOUT_FORMS:
+    raise ConfigError(f"config.model.dropout_form={m.dropout_form!r}; choose from {DROPOUT_FORMS}.")
+  if not 0 <= m.dropout_rate < 1:
+    raise ConfigError(f"config.model.dropout_rate={m.dropout_rate} must be >= 0 and < 1.")
+  if m.dtype not in DTYPES:
+    raise ConfigError(f"config.model.dtype={m.dtype!r}; choose from {list(DTYPES)}.")
   return ColumnNet(
     conv=tuple(m.conv),
     dense=tuple(m.dense),
@@ -286,6 +337,7 @@ def create_model(config: ml_collections.ConfigDict) -> ColumnNet:
     lrn=m.lrn.to_dict(),
     pool=m.pool.to_dict(),
     dropout_rate=m.dropout_rate,
+    dropout_form=m.dropout_form,
     init_std=m.init_std,
     init_bias_one=tuple(m.init_bias_one),
     dtype=jnp.dtype(m.dtype),

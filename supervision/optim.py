@@ -1,4 +1,4 @@
-"""Section 5 of the paper: the update rule and the learning-rate schedule."""
+"""The paper's "Details of learning": the update rule and the learning-rate schedule."""
 
 import dataclasses
 from collections.abc import Callable
@@ -62,7 +62,7 @@ def learning_rate_fn(config: ml_collections.ConfigDict, steps_per_epoch: int) ->
 
 @dataclasses.dataclass
 class Plateau:
-  """Divide the learning rate by 10 when the validation error stops improving (Section 5).
+  """Divide the learning rate by 10 when the validation error stops improving.
 
   `scale` multiplies the base learning rate; the whole state is saved with checkpoints.
   """

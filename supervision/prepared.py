@@ -1,4 +1,4 @@
-"""Prepared datasets: the paper's 256x256 images (Section 2) decoded once from any source and
+"""Prepared datasets: the paper's 256x256 images ("The Dataset") decoded once from any source and
 stored as JPEG records in sharded ArrayRecord files, so that training decodes small JPEGs only.
 
 `python main.py --mode=prepare ... --workdir=OUT` writes them (`supervision.prepare`);

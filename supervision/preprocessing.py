@@ -1,13 +1,13 @@
-"""The paper's device-side preprocessing (Sections 2 and 4.1), as pure jnp functions for jit.
+"""Device-side preprocessing ("The Dataset", "Data Augmentation"), as pure jnp functions for jit.
 
 Inputs are host batches of uint8 [B, S, S, 3] images (S = config.image_size); outputs are
 float32 views of size C = config.crop_size with the mean image (S x S x 3, over the training
 set) subtracted, on the 0-255 pixel scale. `stats` holds "mean" [S, S, 3], "eigvals" [3] and
 "eigvecs" [3, 3] (eigenvectors as columns) from `supervision.stats`.
 
-  train_views   random C x C patches, horizontal reflections and PCA lighting noise (Section 4.1)
+  train_views   random C x C patches, horizontal reflections and PCA lighting noise
   center_view   the central patch
-  ten_views     the four corner patches and the centre patch, and their reflections (Section 4.1)
+  ten_views     the four corner patches and the centre patch, and their reflections
 """
 
 import jax
@@ -53,19 +53,28 @@ def lighting(alphas: jax.Array, stats: dict, scale: str) -> jax.Array:
 
 
 def augmentation(rng: jax.Array, batch: int, config: ml_collections.ConfigDict) -> dict:
-  """Per image: crop "offsets" [B, 2], "flips" [B] and lighting "alphas" [B, 3] from `rng`."""
+  """Per image: crop "offsets" [B, 2], "flips" [B] and lighting "alphas" [B, 3] from `rng`.
+
+  What `config.augmentation` switches off is the identity (the central crop, no flip, zero
+  alphas); the draws are the same, so the other augmentations do not change.
+  """
   crop_rng, flip_rng, alpha_rng = jax.random.split(rng, 3)
+  offsets = jax.random.randint(crop_rng, (batch, 2), 0, config.image_size - config.crop_size + 1)
+  flips = jax.random.bernoulli(flip_rng, 0.5, (batch,))
+  alphas = config.pca_lighting_std * jax.random.normal(alpha_rng, (batch, 3))
+  on, centre = config.augmentation, jnp.array(view_offsets(config)[4], offsets.dtype)
   return dict(
-    offsets=jax.random.randint(crop_rng, (batch, 2), 0, config.image_size - config.crop_size + 1),
-    flips=jax.random.bernoulli(flip_rng, 0.5, (batch,)),
-    alphas=config.pca_lighting_std * jax.random.normal(alpha_rng, (batch, 3)),
+    offsets=offsets if on.random_crop else jnp.broadcast_to(centre, offsets.shape),
+    flips=flips if on.flip else jnp.zeros_like(flips),
+    alphas=alphas if on.lighting else jnp.zeros_like(alphas),
   )
 
 
 def train_views(
   rng: jax.Array, images: jax.Array, stats: dict, config: ml_collections.ConfigDict
 ) -> jax.Array:
-  """Random crops with random reflections and PCA lighting: float32 [B, C, C, 3]."""
+  """Random crops, random reflections and PCA lighting (those `config.augmentation` leaves
+  on): float32 [B, C, C, 3]."""
   aug = augmentation(rng, images.shape[0], config)
   views = reflect(crop(centered(images, stats), aug["offsets"], config.crop_size), aug["flips"])
   return views + lighting(aug["alphas"], stats, config.lighting_scale)[:, None, None, :]

@@ -1,4 +1,4 @@
-"""The paper's two GPUs (Section 3.2) as a device mesh, plus data parallelism.
+"""The paper's two GPUs ("Training on Multiple GPUs") as a device mesh, plus data parallelism.
 
 The mesh has axes ("data", "model"). Column c of every layer (kernels, biases, activations)
 lives on model-device c; the batch is split over "data". Parameters and optimizer state are

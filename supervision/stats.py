@@ -1,5 +1,6 @@
-"""Training-set statistics for preprocessing: the mean image (Section 2) and the principal
-components of the RGB pixel values (Section 4.1), from one streaming pass over the training split.
+"""Training-set statistics for preprocessing: the mean image ("The Dataset") and the
+principal components of the RGB pixel values ("Data Augmentation"), from one streaming pass over
+the training split.
 
 `python main.py --mode=stats --config=... --workdir=D` computes them into
 D/stats_<dataset>_<image_size>.npz; training calls `load_or_compute_stats`, which reuses that file.

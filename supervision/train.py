@@ -1,4 +1,4 @@
-"""Section 5 of the paper as the main job: train, evaluate, checkpoint, resume."""
+"""The paper's "Details of learning" as the main job: train, evaluate, checkpoint, resume."""
 
 import functools
 import json
@@ -51,7 +51,7 @@ def step_keys(state: TrainState) -> tuple[jax.Array, jax.Array]:
 def create_train_state(
   config: ml_collections.ConfigDict, model: models.ColumnNet, tx: optax.GradientTransformation
 ) -> TrainState:
-  """Initial state from `config.seed` (Section 5's initialization is in the model)."""
+  """Initial state from `config.seed` (the paper's initialization is in the model)."""
   init_key, key = jax.random.split(jax.random.key(config.seed))
   images = jnp.zeros((1, config.crop_size, config.crop_size, 3), jnp.float32)
   return state_from_params(model.init(init_key, images)["params"], tx, key)
@@ -130,13 +130,16 @@ def eval_step(
   config: ml_collections.ConfigDict,
   ten_views: bool,
 ) -> dict[str, jax.Array]:
-  """Sums of the metrics over the unmasked examples; ten_views averages the softmax of 10 views."""
+  """Sums of the metrics over the unmasked examples; ten_views averages the softmax of 10 views.
+
+  The log of that mean is taken as logsumexp over the views' log-softmaxes minus log(10), which
+  stays finite where every view's probability of a class underflows.
+  """
   if ten_views:
     views = preprocessing.ten_views(batch["image"], data_stats, config)
     b, v = views.shape[:2]
     logits = model.apply({"params": params}, views.reshape(b * v, *views.shape[2:]))
-    probs = jax.nn.softmax(logits).reshape(b, v, -1).mean(axis=1)
-    log_probs = jnp.log(probs)
+    log_probs = jax.nn.logsumexp(jax.nn.log_softmax(logits).reshape(b, v, -1), axis=1) - jnp.log(v)
   else:
     images = preprocessing.center_view(batch["image"], data_stats, config)
     log_probs = jax.nn.log_softmax(model.apply({"params": params}, images))

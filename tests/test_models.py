@@ -1,12 +1,12 @@
-"""The network of Section 3 / Figure 2, checked against the paper's numbers."""
+"""The network of "The Architecture" / Figure 2, checked against the paper's numbers."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import alexnet
-from supervision import models, sharding, summary
+from configs import alexnet, smoke
+from supervision import ConfigError, models, sharding, summary
 
 PAPER_NEURONS = [290_400, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000]
 
@@ -57,7 +57,7 @@ def test_variants_change_the_model_config():
 
 
 def lrn_reference(a, k, n, alpha, beta, alpha_over_n):
-  """The formula of Section 3.3 as a direct loop over kernel maps."""
+  """The formula of "Local Response Normalization" as a direct loop over kernel maps."""
   b = np.zeros_like(a, dtype=np.float64)
   maps = a.shape[-1]
   scale = alpha / n if alpha_over_n else alpha
@@ -68,10 +68,17 @@ def lrn_reference(a, k, n, alpha, beta, alpha_over_n):
   return b
 
 
+def paper_lrn():
+  """The config's LRN constants, the arguments of `lrn_reference`."""
+  lrn = alexnet.get_config().model.lrn.to_dict()
+  assert lrn.pop("across_columns") is False  # the default: each column on its own
+  return lrn
+
+
 @pytest.mark.parametrize("alpha_over_n", [False, True])
 def test_lrn_equals_the_formula(alpha_over_n):
   a = np.random.default_rng(0).uniform(0, 30, size=(2, 3, 4, 7)).astype(np.float32)
-  lrn = alexnet.get_config().model.lrn.to_dict()
+  lrn = paper_lrn()
   lrn["alpha_over_n"] = alpha_over_n
   got = models.local_response_norm(jnp.asarray(a), **lrn)
   np.testing.assert_allclose(got, lrn_reference(a, **lrn), rtol=1e-6)
@@ -87,6 +94,57 @@ def test_lrn_equals_the_formula(alpha_over_n):
     down[0, 0, 0, j] -= eps
     fd = (lrn_reference(up, **lrn) - lrn_reference(down, **lrn))[0, 0, 0, 3] / (2 * eps)
     np.testing.assert_allclose(grad[0, 0, 0, j], fd, rtol=1e-3, atol=1e-7)
+
+
+def test_lrn_across_columns_runs_over_the_maps_of_all_columns():
+  a = np.random.default_rng(1).uniform(0, 30, size=(2, 2, 3, 3, 6)).astype(np.float32)
+  lrn = paper_lrn()  # a: (column, batch, row, col, map), 6 maps per column
+  whole = lrn_reference(np.concatenate(list(a), axis=-1), **lrn)  # 12 maps, column 0's first
+  per_column = np.stack([lrn_reference(column, **lrn) for column in a])
+  across = np.asarray(models.local_response_norm(jnp.asarray(a), **lrn, across_columns=True))
+  own = np.asarray(models.local_response_norm(jnp.asarray(a), **lrn, across_columns=False))
+  np.testing.assert_allclose(np.concatenate(list(across), axis=-1), whole, rtol=1e-6)
+  np.testing.assert_allclose(own, per_column, rtol=1e-6)
+  # They differ exactly at the n // 2 = 2 maps on either side of the column boundary.
+  differ = np.abs(across - own).max(axis=(1, 2, 3)) > 1e-3
+  assert differ.tolist() == [[False] * 4 + [True] * 2, [True] * 2 + [False] * 4]
+
+
+@pytest.mark.parametrize("form,train_scale,test_scale", [("paper", 1, 0.5), ("inverted", 2, 1)])
+def test_dropout_forms(form, train_scale, test_scale):
+  x = np.random.default_rng(0).uniform(1, 2, (4, 1000)).astype(np.float32)
+  dropout = models.Dropout(0.5, form)
+  train = np.asarray(dropout.apply({}, jnp.asarray(x), True, rngs={"dropout": jax.random.key(0)}))
+  dropped = train == 0
+  assert 0.47 < dropped.mean() < 0.53
+  np.testing.assert_array_equal(train[~dropped], train_scale * x[~dropped])
+  np.testing.assert_array_equal(dropout.apply({}, jnp.asarray(x), False), test_scale * x)
+
+
+def test_the_net_halves_the_dropout_layers_outputs_at_test_time():
+  config = alexnet.get_config()  # dropout_form "paper"
+  config.model.conv, config.model.dense, config.num_classes = config.model.conv[:1], (8, 6), 4
+  model = models.create_model(config)
+  images = jax.random.normal(jax.random.key(1), (2, 35, 35, 3))
+  params = model.init(jax.random.key(0), images)
+  _, state = model.apply(params, images, capture_intermediates=True, mutable="intermediates")
+  found = state["intermediates"]
+  for fc, dropout in (("fc2", "Dropout_0"), ("fc3", "Dropout_1")):
+    (before,), (after,) = found[fc]["__call__"], found[dropout]["__call__"]
+    assert np.abs(before).max() > 0
+    np.testing.assert_array_equal(after, 0.5 * np.maximum(before, 0))
+
+
+@pytest.mark.parametrize(
+  "key,value,match",
+  [("dropout_form", "scaled", "config.model.dropout_form='scaled'"),
+   ("dropout_rate", 1.0, "config.model.dropout_rate=1.0")],
+)  # fmt: skip
+def test_dropout_config_errors(key, value, match):
+  config = alexnet.get_config()
+  config.model[key] = value
+  with pytest.raises(ConfigError, match=match):
+    models.create_model(config)
 
 
 def column_layer(name):
@@ -127,7 +185,7 @@ def test_fc6_reads_both_columns():
   assert jnp.abs(grad[0]).max() > 0 and jnp.abs(grad[1]).max() > 0
 
 
-def test_init_follows_section_5(alexnet_params):
+def test_init_follows_details_of_learning(alexnet_params):
   _, params = alexnet_params
   bias_one = {"conv2", "conv4", "conv5", "fc6", "fc7"}
   for name, layer in params.items():
@@ -192,3 +250,31 @@ def test_cpu_convolution_gradients_equal_xla(stride, pads):
   want = jax.grad(loss(models._conv2d), argnums=(0, 1))(x, w)
   for g, r in zip(got, want, strict=True):
     np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_computes_in_bfloat16_with_float32_parameters():
+  """Mixed precision: bfloat16 convolutions and matmuls; float32 parameters, LRN and logits,
+  within 2% of the float32 net's largest logit (the step's gradients: test_train)."""
+  config = smoke.get_config()  # two columns, LRN, max and average pooling, an fc layer
+  images = jax.random.normal(jax.random.key(1), (32, 24, 24, 3)) * 60
+  nets = {}
+  for dtype in ("float32", "bfloat16"):
+    config.model.dtype = dtype
+    nets[dtype] = models.create_model(config)
+  params = jax.jit(nets["float32"].init)(jax.random.key(0), images[:1])["params"]
+  want, got = (jax.jit(net.apply)({"params": params}, images) for net in nets.values())
+  assert got.dtype == jnp.float32
+  assert jnp.abs(got - want).max() <= 0.02 * jnp.abs(want).max()
+  jaxpr = str(jax.make_jaxpr(nets["bfloat16"].apply)({"params": params}, images)).splitlines()
+  convs = [line for line in jaxpr if "conv_general_dilated" in line]
+  assert len(convs) == 3 * 2 and all("bf16[" in line for line in convs), convs  # 3 layers x 2
+  assert any("dot_general" in line and "bf16[" in line for line in jaxpr)
+  lrn = [line for line in jaxpr if "pow" in line]  # the LRN's denominator ** -beta
+  assert lrn and all("f32[" in line and "bf16[" not in line for line in lrn), lrn
+
+
+def test_unknown_dtype_is_a_config_error():
+  config = alexnet.get_config()
+  config.model.dtype = "float16"
+  with pytest.raises(ValueError, match="config.model.dtype='float16'"):
+    models.create_model(config)

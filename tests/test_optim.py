@@ -1,4 +1,4 @@
-"""The paper's update rule and learning-rate schedules (Section 5)."""
+"""The paper's update rule and learning-rate schedules ("Details of learning")."""
 
 import jax.numpy as jnp
 import numpy as np

@@ -1,4 +1,4 @@
-"""Device-side preprocessing (Sections 2 and 4.1) against direct numpy computations."""
+"""Device-side preprocessing ("The Dataset", "Data Augmentation") against numpy computations."""
 
 import functools
 
@@ -53,18 +53,29 @@ def test_lighting_scale_is_checked(stats):
     pp.lighting(np.zeros((1, 3)), stats, "std_dev")
 
 
-def test_train_views_crop_flip_and_light_as_drawn(config, images, stats):
+@pytest.mark.parametrize("off", [(), ("random_crop",), ("flip",), ("lighting",)])
+def test_train_views_crop_flip_and_light_as_drawn(config, images, stats, off):
   rng = jax.random.key(3)
+  aug = jax.tree.map(np.asarray, pp.augmentation(rng, B, config))  # all switches on
+  assert aug["flips"].any() and (aug["offsets"] != (S - C) // 2).any()
+  for name in off:
+    config.augmentation[name] = False
   views = np.asarray(jax.jit(functools.partial(pp.train_views, config=config))(rng, images, stats))
   assert views.shape == (B, C, C, 3) and views.dtype == np.float32
-  aug = jax.tree.map(np.asarray, pp.augmentation(rng, B, config))
   assert aug["offsets"].min() >= 0 and aug["offsets"].max() <= S - C
   added = expected_lighting(aug["alphas"], stats, config.lighting_scale)
   for i in range(B):
-    r, c = aug["offsets"][i]
+    r, c = ((S - C) // 2,) * 2 if "random_crop" in off else aug["offsets"][i]
     view = (images[i].astype(np.float32) - stats["mean"])[r : r + C, c : c + C]
-    view = view[:, ::-1] if aug["flips"][i] else view
-    np.testing.assert_allclose(views[i], view + added[i], rtol=1e-5, atol=1e-3)
+    view = view[:, ::-1] if aug["flips"][i] and "flip" not in off else view
+    view = view if "lighting" in off else view + added[i]
+    np.testing.assert_allclose(views[i], view, rtol=1e-5, atol=1e-3)
+
+
+def test_train_views_without_augmentation_are_the_central_crop(config, images, stats):
+  config.augmentation.update(random_crop=False, flip=False, lighting=False)
+  views = pp.train_views(jax.random.key(3), images, stats, config)
+  np.testing.assert_array_equal(views, pp.center_view(images, stats, config))
 
 
 def test_augmentation_is_deterministic_given_the_key(config):

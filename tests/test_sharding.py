@@ -1,4 +1,4 @@
-"""The two-GPU split of Section 3.2 as sharding over a ("data", "model") mesh of 4 CPU devices."""
+"""The two GPUs of "Training on Multiple GPUs" as a ("data", "model") mesh of 4 CPU devices."""
 
 import functools
 import os
@@ -189,6 +189,27 @@ def test_columns_talk_only_at_conv3_and_the_fc_layers(mode, two_columns):
   assert sorted(gathers) == ["conv3", "fc6", "fc7", "fc8"], report
   scatters = [layer_of(c) for c in found if c.startswith("reduce-scatter")]
   assert sorted(scatters) == (gathers if mode == "gradient" else []), report
+
+
+def test_lrn_across_columns_on_the_mesh(initial_params):
+  """LRN over the maps of both columns reads the other model-device's maps: on the (1, 2) mesh
+  conv2 (over conv1's LRN) computes what it does on one device, unlike LRN within each column."""
+
+  def conv2(model_devices, across_columns):
+    config = small_config(1, model_devices)
+    config.model.lrn.across_columns = across_columns
+    mesh = mesh_for(config)
+    images = sharding.to_global(mesh, 60 * batch(config)[0])  # about the 0-255 pixel scale
+    apply = functools.partial(
+      models.create_model(config).apply, capture_intermediates=True, mutable="intermediates"
+    )
+    with jax.set_mesh(mesh):
+      _, found = jax.jit(apply)({"params": place(mesh, initial_params)}, images)
+    return np.asarray(jax.device_get(found["intermediates"]["conv2"]["__call__"][0]))
+
+  across = conv2(1, True)
+  np.testing.assert_allclose(conv2(2, True), across, rtol=1e-5, atol=1e-4)
+  assert np.abs(conv2(1, False) - across).max() > 1e-2 * np.abs(across).max()
 
 
 def train_run(config, params, steps=3):
