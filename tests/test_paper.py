@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import QUICK_COMPILE
 from test_models import lrn_reference
 from test_sharding import random_params
 
@@ -39,10 +38,8 @@ ALEXNET_SHAPES = {  # per column: (columns, ..., kernels of one column)
 LRN = dict(k=2.0, n=5, alpha=1e-4, beta=0.75)  # "Local Response Normalization"; alpha not / n
 POOL = dict(window=3, stride=2)  # "Overlapping Pooling": z = 3, s = 2
 DROPOUT_RATE = 0.5  # on the outputs of fc6 and fc7
-# At test time the paper multiplies the outputs of the dropout layers by 0.5. Today's code
-# (inverted dropout) scales in training instead and leaves test outputs alone, so
-# test_alexnet_logits_halve_fc6_and_fc7_at_test_time fails until config.model.dropout_form
-# ("paper" by default) lands; with 1.0 here it passes on today's code.
+# At test time the paper multiplies the outputs of the dropout layers by 0.5 (the default
+# config.model.dropout_form "paper"; "inverted" scales in training instead).
 TEST_TIME_DROPOUT_SCALE = 0.5
 INIT_STD = 0.01
 BIAS_ONE = {"conv2", "conv4", "conv5", "fc6", "fc7"}  # biases 1 here, 0 elsewhere
@@ -232,8 +229,7 @@ def model_outputs(model, params, images):
     layers = {k: v["__call__"][0] for k, v in state["intermediates"].items() if k != "__call__"}
     return layers, logits
 
-  images = jnp.asarray(images, jnp.float32)
-  return jax.device_get(jax.jit(apply).lower(params, images).compile(QUICK_COMPILE)(params, images))
+  return jax.device_get(jax.jit(apply)(params, jnp.asarray(images, jnp.float32)))
 
 
 def assert_layers_equal(got, want, names, what):
@@ -271,7 +267,7 @@ def test_alexnet_equals_a_numpy_forward_pass_up_to_dropout(alexnet_forward):
 
 
 def test_alexnet_logits_halve_fc6_and_fc7_at_test_time(alexnet_forward):
-  """fc7 and fc8 read the outputs of fc6 and fc7 times 0.5 (fails until dropout_form lands)."""
+  """fc7 and fc8 read the outputs of fc6 and fc7 times 0.5."""
   (_, logits), (_, want) = alexnet_forward
   np.testing.assert_allclose(
     logits, want, rtol=1e-4, atol=1e-4 * np.abs(want).max(),
