@@ -20,8 +20,11 @@ os.environ["XLA_FLAGS"] = (
   + " --xla_force_host_platform_device_count=4 --xla_backend_optimization_level=1"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# A new cache for each session: tests that train several times compile the same steps once.
-os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="supervision_jax_cache_")
+# A new cache for each session (tests that train several times compile the same steps once), or
+# the one SUPERVISION_TEST_JAX_CACHE names, shared by sessions (tests/mutation.py's runs).
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ.get(
+  "SUPERVISION_TEST_JAX_CACHE"
+) or tempfile.mkdtemp(prefix="supervision_jax_cache_")
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
