@@ -11,26 +11,24 @@ from PIL import Image
 
 from configs import alexnet
 
-# XLA:CPU's full LLVM optimisation (level 2) takes most of a test's time on these small nets:
-# level 1 compiles the smoke net's init in 2 s instead of 11 s, and its train step in 6-9 s
-# instead of 14 s, at about the same step time (level 0 compiles faster still, but halves the
-# step rate of the RNG and LRN code that is not a library call).
-os.environ["XLA_FLAGS"] = (
-  os.environ.get("XLA_FLAGS", "")
-  + " --xla_force_host_platform_device_count=4 --xla_backend_optimization_level=1"
-).strip()
+# Set once per session, in pytest-xdist's controller, whose workers inherit them. XLA:CPU's full
+# LLVM optimisation (level 2) takes most of a test's time on these small nets: level 1 compiles
+# the smoke net's init in 2 s instead of 11 s, and its train step in 6-9 s instead of 14 s, at
+# about the same step time (level 0 compiles faster still, but halves the step rate of the RNG
+# and LRN code that is not a library call). A new compilation cache for each session: tests that
+# train several times compile the same steps once.
+if "SUPERVISION_TEST_SESSION" not in os.environ:
+  os.environ["SUPERVISION_TEST_SESSION"] = "1"
+  os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=4 --xla_backend_optimization_level=1"
+  ).strip()
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="supervision_jax_cache_")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# A new cache for each session: tests that train several times compile the same steps once.
-os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="supervision_jax_cache_")
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CIFAR10_SMALL_PER_CLASS = 100
-# Compiler options for one-off computations: XLA:CPU compiles AlexNet's initialization 3x faster
-# at backend optimization level 1 than at the default, and runs it as fast.
-QUICK_COMPILE = {
-  "xla_backend_optimization_level": 1
-}  # images per class and split in `cifar10_small_dir`
+CIFAR10_SMALL_PER_CLASS = 100  # images per class and split in `cifar10_small_dir`
 
 
 def _shared(name):
@@ -93,8 +91,7 @@ def alexnet_params():
 
   model = models.create_model(alexnet.get_config())
   key, images = jax.random.key(0), jnp.zeros((2, 224, 224, 3))
-  init = jax.jit(model.init).lower(key, images).compile(QUICK_COMPILE)
-  return model, init(key, images)["params"]
+  return model, jax.jit(model.init)(key, images)["params"]
 
 
 @pytest.fixture

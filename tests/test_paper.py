@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import QUICK_COMPILE
 from test_models import lrn_reference
 
 from configs import alexnet, cifar10
@@ -217,7 +216,7 @@ def model_outputs(model, params, images):
     return layers, logits
 
   images = jnp.asarray(images, jnp.float32)
-  return jax.device_get(jax.jit(apply).lower(params, images).compile(QUICK_COMPILE)(params, images))
+  return jax.device_get(jax.jit(apply)(params, images))
 
 
 def assert_layers_equal(got, want, names, what):
