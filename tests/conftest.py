@@ -90,8 +90,7 @@ def alexnet_params():
   from supervision import models
 
   model = models.create_model(alexnet.get_config())
-  key, images = jax.random.key(0), jnp.zeros((2, 224, 224, 3))
-  return model, jax.jit(model.init)(key, images)["params"]
+  return model, jax.jit(model.init)(jax.random.key(0), jnp.zeros((2, 224, 224, 3)))["params"]
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 from test_models import lrn_reference
+from test_sharding import random_params
 
 from configs import alexnet, cifar10
 from supervision import models, optim
@@ -37,10 +38,8 @@ ALEXNET_SHAPES = {  # per column: (columns, ..., kernels of one column)
 LRN = dict(k=2.0, n=5, alpha=1e-4, beta=0.75)  # "Local Response Normalization"; alpha not / n
 POOL = dict(window=3, stride=2)  # "Overlapping Pooling": z = 3, s = 2
 DROPOUT_RATE = 0.5  # on the outputs of fc6 and fc7
-# At test time the paper multiplies the outputs of the dropout layers by 0.5. Today's code
-# (inverted dropout) scales in training instead and leaves test outputs alone, so
-# test_alexnet_logits_halve_fc6_and_fc7_at_test_time fails until config.model.dropout_form
-# ("paper" by default) lands; with 1.0 here it passes on today's code.
+# At test time the paper multiplies the outputs of the dropout layers by 0.5 (the default
+# config.model.dropout_form "paper"; "inverted" scales in training instead).
 TEST_TIME_DROPOUT_SCALE = 0.5
 INIT_STD = 0.01
 BIAS_ONE = {"conv2", "conv4", "conv5", "fc6", "fc7"}  # biases 1 here, 0 elsewhere
@@ -60,16 +59,25 @@ CIFAR10_SHAPES = {  # 24 -> 24 -> 11 -> 11 -> 5 -> 5 -> 2
 }
 
 
+FIELDS = ("kernels", "size", "stride", "padding", "reads", "lrn", "pool")
+
+
+def flat_table(table):
+  """{"<layer>.<field>": value} of a layer table in the form of ALEXNET_CONV."""
+  return {f"{r[0]}.{key}": value for r in table for key, value in zip(FIELDS, r[1:], strict=True)}
+
+
 def layer_table(config):
-  """The config's conv layers in the form of ALEXNET_CONV (what a layer reads as the model
-  declares it; "SAME" at stride 1 pads (k - 1) / 2 on each side, as the forward pass checks)."""
+  """The config's conv layers as `flat_table` gives the literal ones (what a layer reads as the
+  model declares it; "SAME" at stride 1 pads (k - 1) / 2 on each side, as the forward pass
+  checks)."""
   reads = dict(models.create_model(config).layer_reads())
 
   def pads(c):
     same = ((c["kernel"] // 2,) * 2,) * 2
     return same if c["padding"] == "SAME" else tuple(tuple(p) for p in c["padding"])
 
-  return tuple(
+  return flat_table(
     (c["name"], c["features"], c["kernel"], c["stride"], pads(c), reads[c["name"]], c["lrn"])
     + (c["pool"],)
     for c in config.model.conv
@@ -83,17 +91,22 @@ def param_shapes(config, size):
 
 
 def test_alexnet_layers_are_the_papers():
+  """Figure 2's layer table, the FC layers reading both columns, LRN, pooling, dropout, init."""
   config = alexnet.get_config()
   m = config.model
-  assert layer_table(config) == ALEXNET_CONV
-  assert (*m.dense, config.num_classes) == tuple(n for _, n in ALEXNET_DENSE)
-  assert [r for _, r in models.create_model(config).layer_reads()][5:] == ["all"] * 3
-  assert (m.columns, m.activation) == (2, "relu"), "two GPU columns of ReLUs"
-  got_lrn = {key: m.lrn[key] for key in ("k", "n", "alpha", "beta", "alpha_over_n")}
-  assert got_lrn == dict(LRN, alpha_over_n=False), "LRN constants (alpha is not divided by n)"
-  assert m.pool.to_dict() == POOL, "overlapping 3x3 pooling of stride 2"
-  assert m.dropout_rate == DROPOUT_RATE
-  assert (m.init_std, set(m.init_bias_one)) == (INIT_STD, BIAS_ONE), "N(0, 0.01), biases 1"
+  fc_reads = {f"{name}.reads": r for name, r in models.create_model(config).layer_reads()[5:]}
+  got = layer_table(config) | fc_reads | {"fc.features": (*m.dense, config.num_classes)}
+  got |= {"columns": m.columns, "activation": m.activation, "dropout_rate": m.dropout_rate}
+  got |= {f"lrn.{k}": m.lrn[k] for k in ("k", "n", "alpha", "beta", "alpha_over_n")}
+  got |= {f"pool.{k}": v for k, v in m.pool.items()}
+  got |= {"init_std": m.init_std, "init_bias_one": set(m.init_bias_one)}
+  want = flat_table(ALEXNET_CONV) | {f"{name}.reads": "all" for name, _ in ALEXNET_DENSE}
+  want |= {"fc.features": tuple(n for _, n in ALEXNET_DENSE)}
+  want |= {"columns": 2, "activation": "relu", "dropout_rate": DROPOUT_RATE}
+  want |= {f"lrn.{k}": v for k, v in LRN.items()} | {"lrn.alpha_over_n": False}
+  want |= {f"pool.{k}": v for k, v in POOL.items()}
+  want |= {"init_std": INIT_STD, "init_bias_one": BIAS_ONE}
+  assert got == want
 
 
 def test_alexnet_parameters_per_column():
@@ -102,13 +115,14 @@ def test_alexnet_parameters_per_column():
 
 
 def test_training_recipe_is_the_papers():
-  c = alexnet.get_config()
-  assert (c.batch_size, c.num_epochs, c.image_size, c.crop_size) == (128, 90, 256, 224)
-  assert (c.learning_rate, c.momentum, c.weight_decay) == (0.01, 0.9, 5e-4)
-  assert (c.lr_schedule, c.lr_drop_factor, c.max_lr_drops) == ("plateau", 0.1, 3), (
-    "lr divided by 10 when the validation error stops improving, 3 times"
-  )
-  assert c.pca_lighting_std == 0.1
+  """ "Details of learning" and "Data Augmentation": batch 128, 90 epochs, lr 0.01 divided by 10
+  on a plateau (3 times), momentum 0.9, weight decay 0.0005, 224 crops of 256 images, PCA
+  lighting std 0.1."""
+  want = dict(batch_size=128, num_epochs=90, image_size=256, crop_size=224)
+  want |= dict(learning_rate=0.01, momentum=0.9, weight_decay=5e-4, lr_schedule="plateau")
+  want |= dict(lr_drop_factor=0.1, max_lr_drops=3, pca_lighting_std=0.1)
+  config = alexnet.get_config()
+  assert {k: config[k] for k in want} == want
 
 
 def test_optimizer_is_the_papers_update_rule():
@@ -215,8 +229,7 @@ def model_outputs(model, params, images):
     layers = {k: v["__call__"][0] for k, v in state["intermediates"].items() if k != "__call__"}
     return layers, logits
 
-  images = jnp.asarray(images, jnp.float32)
-  return jax.device_get(jax.jit(apply)(params, images))
+  return jax.device_get(jax.jit(apply)(params, jnp.asarray(images, jnp.float32)))
 
 
 def assert_layers_equal(got, want, names, what):
@@ -254,7 +267,7 @@ def test_alexnet_equals_a_numpy_forward_pass_up_to_dropout(alexnet_forward):
 
 
 def test_alexnet_logits_halve_fc6_and_fc7_at_test_time(alexnet_forward):
-  """fc7 and fc8 read the outputs of fc6 and fc7 times 0.5 (fails until dropout_form lands)."""
+  """fc7 and fc8 read the outputs of fc6 and fc7 times 0.5."""
   (_, logits), (_, want) = alexnet_forward
   np.testing.assert_allclose(
     logits, want, rtol=1e-4, atol=1e-4 * np.abs(want).max(),
@@ -262,29 +275,14 @@ def test_alexnet_logits_halve_fc6_and_fc7_at_test_time(alexnet_forward):
   )  # fmt: skip
 
 
-def random_params(config, size, seed=0):
-  """Parameters of `config`'s net on size x size crops: N(0, 0.01) kernels (x5 in conv1, so
-  that LRN weighs), biases uniform in [-0.5, 0.5] (numpy draws: JAX's cost seconds to compile)."""
-  images = jnp.zeros((1, size, size, 3))
-  shapes = jax.eval_shape(models.create_model(config).init, jax.random.key(0), images)["params"]
-  rng = np.random.default_rng(seed)
-
-  def draw(path, x):
-    if path[-1].key == "bias":
-      return rng.uniform(-0.5, 0.5, x.shape).astype(np.float32)
-    scale = 5 if path[0].key == "conv1" else 1
-    return (scale * INIT_STD * rng.standard_normal(x.shape)).astype(np.float32)
-
-  return jax.tree.map_with_path(draw, shapes)
-
-
 def test_cifar10_is_cuda_convnets_18pct_net():
   config = cifar10.get_config()
-  assert layer_table(config) == CIFAR10_CONV
-  assert (config.model.dense, config.num_classes, config.model.columns) == ((), 10, 1)
-  assert (config.image_size, config.crop_size) == (32, 24), "24x24 crops of 32x32 images"
+  got = layer_table(config) | dict(dense=config.model.dense, num_classes=config.num_classes)
+  got |= dict(columns=config.model.columns, image_size=config.image_size, crop=config.crop_size)
+  want = flat_table(CIFAR10_CONV) | dict(dense=(), num_classes=10, columns=1)
+  assert got == want | dict(image_size=32, crop=24)
   assert param_shapes(config, 24) == CIFAR10_SHAPES
-  params = random_params(config, 24)
+  params = random_params(config)
   images = pixels((2, 24, 24, 3))
   got, logits = model_outputs(models.create_model(config), params, images)
   want, want_logits = forward_reference(images, params, CIFAR10_CONV, CIFAR10_DENSE, 1)
@@ -386,7 +384,8 @@ def test_variant_settings_equal_a_numpy_forward_pass():
   conv = [(c[0], f, *c[2:]) for c, f in zip(ALEXNET_CONV, features, strict=True)]
   conv.append(("conv6", 256, 3, 1, ((1, 1), (1, 1)), "own", False, ""))
   dense = (("fc7", 4096), ("fc8", 4096), ("fc9", 1000))
-  params = random_params(config, 67)
+  config.image_size, config.crop_size = 72, 67
+  params = random_params(config)
   images = pixels((1, 67, 67, 3))
   got, _ = model_outputs(models.create_model(config), params, images)
   want, _ = forward_reference(

@@ -189,7 +189,7 @@ def test_sigterm_saves_exits_and_resumes_after_its_step(cifar10_small_dir, tmp_p
   assert stopped, out
   step = int(stopped.group(1))
   steps = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
-  assert max(steps) == step, f"stopped after step {step}, latest checkpoint {max(steps)}"
+  assert steps and max(steps) == step, f"stopped after step {step}; checkpoints {sorted(steps)}"
   args += [f"--config.num_train_steps={step + 1}", "--config.num_eval_batches=1"]
   resumed = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert resumed.returncode == 0, resumed.stderr
