@@ -296,7 +296,7 @@ def apply(repo: Path, m: Mutant) -> str:
 
 
 def pytest(repo: Path, tests: list[str]) -> tuple[int, str, float]:
-  args = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+  args = [sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", "-p", "no:cacheprovider", *tests]
   start = time.time()
   result = subprocess.run(args, cwd=repo, capture_output=True, text=True)
   return result.returncode, result.stdout + result.stderr, time.time() - start
