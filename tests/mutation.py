@@ -15,6 +15,7 @@ two cores; each mutant's tests take well under a minute.
 
 import argparse
 import dataclasses
+import os
 import re
 import shutil
 import subprocess
@@ -296,9 +297,12 @@ def apply(repo: Path, m: Mutant) -> str:
 
 
 def pytest(repo: Path, tests: list[str]) -> tuple[int, str, float]:
+  """Runs `tests` in `repo`; the runs share one JAX compilation cache (a mutant that leaves the
+  compiled steps alone, in the training loop say, compiles nothing)."""
   args = [sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", "-p", "no:cacheprovider", *tests]
+  env = dict(os.environ, SUPERVISION_TEST_JAX_CACHE=str(repo.parent / "jax_cache"))
   start = time.time()
-  result = subprocess.run(args, cwd=repo, capture_output=True, text=True)
+  result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
   return result.returncode, result.stdout + result.stderr, time.time() - start
 
 
