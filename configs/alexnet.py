@@ -146,9 +146,10 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
   elif variant == "non_overlapping_pool":
     m.pool.window = 2
   elif variant == "six_conv":
-    # The paper does not give the extra layer's shape; we use conv5's: 256 3x3 kernels.
+    # The paper does not give the extra layer's shape; we use conv5's: 256 3x3 kernels. The FC
+    # layers are numbered after the conv layers, so the hidden ones (bias 1) are fc7 and fc8.
     m.conv = m.conv + (conv("conv6", 256, 3),)
-    m.init_bias_one = m.init_bias_one + ("conv6",)
+    m.init_bias_one = ("conv2", "conv4", "conv5", "conv6", "fc7", "fc8")
   elif variant == "tanh":
     m.activation = "tanh"
   else:

@@ -11,20 +11,23 @@ from PIL import Image
 
 from configs import alexnet
 
-# XLA:CPU's full LLVM optimisation (level 2) takes most of a test's time on these small nets:
-# level 1 compiles the smoke net's init in 2 s instead of 11 s, and its train step in 6-9 s
-# instead of 14 s, at about the same step time (level 0 compiles faster still, but halves the
-# step rate of the RNG and LRN code that is not a library call).
-os.environ["XLA_FLAGS"] = (
-  os.environ.get("XLA_FLAGS", "")
-  + " --xla_force_host_platform_device_count=4 --xla_backend_optimization_level=1"
-).strip()
+# Set once per session, in pytest-xdist's controller, whose workers inherit them. XLA:CPU's full
+# LLVM optimisation (level 2) takes most of a test's time on these small nets: level 1 compiles
+# the smoke net's init in 2 s instead of 11 s, and its train step in 6-9 s instead of 14 s, at
+# about the same step time (level 0 compiles faster still, but halves the step rate of the RNG
+# and LRN code that is not a library call). A new compilation cache for each session (tests that
+# train several times compile the same steps once), or the one SUPERVISION_TEST_JAX_CACHE names,
+# shared by sessions (tests/mutation.py's runs).
+if "SUPERVISION_TEST_SESSION" not in os.environ:
+  os.environ["SUPERVISION_TEST_SESSION"] = "1"
+  os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=4 --xla_backend_optimization_level=1"
+  ).strip()
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ.get(
+    "SUPERVISION_TEST_JAX_CACHE"
+  ) or tempfile.mkdtemp(prefix="supervision_jax_cache_")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# A new cache for each session (tests that train several times compile the same steps once), or
-# the one SUPERVISION_TEST_JAX_CACHE names, shared by sessions (tests/mutation.py's runs).
-os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ.get(
-  "SUPERVISION_TEST_JAX_CACHE"
-) or tempfile.mkdtemp(prefix="supervision_jax_cache_")
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

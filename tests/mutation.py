@@ -299,7 +299,7 @@ def apply(repo: Path, m: Mutant) -> str:
 def pytest(repo: Path, tests: list[str]) -> tuple[int, str, float]:
   """Runs `tests` in `repo`; the runs share one JAX compilation cache (a mutant that leaves the
   compiled steps alone, in the training loop say, compiles nothing)."""
-  args = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+  args = [sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", "-p", "no:cacheprovider", *tests]
   env = dict(os.environ, SUPERVISION_TEST_JAX_CACHE=str(repo.parent / "jax_cache"))
   start = time.time()
   result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)

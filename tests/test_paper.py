@@ -323,7 +323,12 @@ VARIANT_CHANGES = {  # (the paper's value, the variant's)
   "no_lrn": {"model.conv.conv1.lrn": (True, False), "model.conv.conv2.lrn": (True, False)},
   "non_overlapping_pool": {"model.pool.window": (3, 2)},
   "six_conv": {f"model.conv.conv6.{k}": (None, v) for k, v in PAPER_CONV6.items()}
-  | {"model.init_bias_one": (tuple(sorted(BIAS_ONE)), tuple(sorted(BIAS_ONE | {"conv6"})))},
+  | {  # its FC layers are fc7-fc9: the hidden ones are fc7 and fc8
+    "model.init_bias_one": (
+      tuple(sorted(BIAS_ONE)),
+      ("conv2", "conv4", "conv5", "conv6", "fc7", "fc8"),
+    )
+  },
   "tanh": {"model.activation": ("relu", "tanh")},
 }
 
@@ -358,22 +363,7 @@ def test_variants_parameters_per_column():
     assert param_shapes(alexnet.get_config(variant), 224) == ALEXNET_SHAPES, variant
 
 
-@pytest.mark.parametrize(
-  "variant",
-  [
-    v
-    if v != "six_conv"
-    else pytest.param(
-      v,
-      marks=pytest.mark.xfail(
-        strict=True,
-        reason="six_conv names its FC layers fc7-fc9, so init_bias_one's fc6 and fc7 give bias 1"
-        " to its first hidden FC layer only (configs/alexnet.py apply_variant)",
-      ),
-    )
-    for v in ("", *alexnet.VARIANTS)
-  ],
-)
+@pytest.mark.parametrize("variant", ["", *alexnet.VARIANTS])
 def test_hidden_fc_layers_start_with_bias_one(variant):
   """The paper: biases 1 "in the fully-connected hidden layers"."""
   config = alexnet.get_config(variant)
