@@ -67,18 +67,18 @@ def main(_):
     f"PARAMS net={net} count={sum(p.size for p in jax.tree.leaves(params))} jax={jax.__version__}"
   )
   for batch in map(int, FLAGS.batch):
-    time_model(model, params, config, batch)
+    time_model(model, params, config, batch, net)
 
 
 def time_model(
-  model: models.ColumnNet, params: Any, config: ml_collections.ConfigDict, batch: int
+  model: models.ColumnNet, params: Any, config: ml_collections.ConfigDict, batch: int, net: str
 ) -> None:
   """Times the train step and inference of `model` on a random batch of `batch` images."""
   key = jax.random.key(batch)
   x = jax.random.normal(key, (batch, config.crop_size, config.crop_size, 3))
   y = jax.random.randint(key, (batch,), 0, config.num_classes)
   tx = optim.paper_sgd(config.learning_rate, config.momentum, config.weight_decay)
-  net, dtype = f"{config.model.name}:{config.dataset}", config.model.dtype
+  dtype = config.model.dtype
 
   def loss_fn(params, step):
     logits = model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(step)})
