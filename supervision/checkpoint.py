@@ -116,6 +116,39 @@ def restore(
   return None
 
 
+def restore_params(
+  workdir: str, step: int | None = None
+) -> tuple[Any, ml_collections.ConfigDict, int]:
+  """(params as numpy arrays, the config they were trained with, step) of the checkpoint of
+  `step` in `workdir` (None: the newest intact one), whatever the config of the run asking:
+  for inference, ensembles, figures and fine-tuning from another run."""
+  directory = Path(workdir).absolute() / "checkpoints"
+  options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+  if not directory.is_dir():
+    raise FileNotFoundError(f"No checkpoint in {directory}: train first (--workdir={workdir}).")
+  with ocp.CheckpointManager(directory, options=options) as manager:
+    steps = sorted(manager.all_steps(), reverse=True)
+    if step is not None and step not in steps:
+      raise FileNotFoundError(f"No checkpoint of step {step} in {directory}; it has {steps}.")
+    for candidate in [step] if step is not None else steps:
+      try:
+        _read_all_arrays(directory / str(candidate))
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+        restored = manager.restore(candidate, args=args)
+      except Exception as e:  # Orbax and TensorStore raise many kinds for damaged files.
+        if step is not None:
+          raise CheckpointError(
+            f"Checkpoint {directory / str(step)} is damaged ({_short(e)})."
+          ) from None
+        logging.warning(
+          "Checkpoint %s is damaged (%s); using the one before.", candidate, _short(e)
+        )
+        continue
+      config = ml_collections.ConfigDict(restored.meta["config"])
+      return restored.state["params"], config, int(candidate)
+  raise CheckpointError(f"No checkpoint in {directory} restores (steps {steps}).")
+
+
 def check_config(manager: ocp.CheckpointManager, config: ml_collections.ConfigDict) -> None:
   """The config check of `restore` on the latest checkpoint, before any data is read (a damaged
   one is left to `restore`)."""

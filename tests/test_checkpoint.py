@@ -3,6 +3,7 @@
 import flax.struct
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from configs import smoke
 from supervision import checkpoint
@@ -12,6 +13,13 @@ from supervision import checkpoint
 class State:
   step: jnp.ndarray
   w: jnp.ndarray
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray
+  params: dict
+  opt_state: tuple
 
 
 def test_keeps_the_last_k_and_the_best_by_validation_error(tmp_path):
@@ -30,3 +38,24 @@ def test_keeps_the_last_k_and_the_best_by_validation_error(tmp_path):
   np.testing.assert_array_equal(state.w, 2.0)
   assert meta["note"] == 2 and iterator.state == {"position": 2}
   assert meta["config"]["model"]["columns"] == 2  # the smoke config's, stored with it
+
+
+def test_restore_params_reads_any_run_without_its_config(tmp_path):
+  """Params, the stored config and the step, with no target shapes and no config from the
+  caller (an ensemble member or a fine-tuning source of another model)."""
+  config = smoke.get_config()
+  manager = checkpoint.create_manager(str(tmp_path), config)
+  for step in (3, 7):
+    params = {"fc": {"kernel": np.full((2, 3), step, np.float32)}}
+    state = TrainState(step=jnp.int32(step), params=params, opt_state=(jnp.zeros(2),))
+    checkpoint.save(manager, state, {}, {}, config)
+  manager.wait_until_finished()
+  params, stored, step = checkpoint.restore_params(str(tmp_path))
+  assert step == 7 and stored.model.columns == 2 and stored.model.conv[2]["reads"] == "all"
+  np.testing.assert_array_equal(params["fc"]["kernel"], np.full((2, 3), 7.0))
+  params, _, step = checkpoint.restore_params(str(tmp_path), step=3)
+  assert step == 3 and float(params["fc"]["kernel"][0, 0]) == 3.0
+  with pytest.raises(FileNotFoundError, match="step 5"):
+    checkpoint.restore_params(str(tmp_path), step=5)
+  with pytest.raises(FileNotFoundError, match="train first"):
+    checkpoint.restore_params(str(tmp_path / "nothing"))
