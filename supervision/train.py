@@ -121,6 +121,30 @@ def train_step(
   return state, dict(metrics, learning_rate=lr, param_norm=optax.tree.norm(state.params))
 
 
+def log_probabilities(
+  params: Any,
+  images: jax.Array,
+  data_stats: dict[str, jax.Array],
+  *,
+  model: models.ColumnNet,
+  config: ml_collections.ConfigDict,
+  ten_views: bool,
+) -> jax.Array:
+  """Log of the softmax output [B, classes] for uint8 images: of the central crop, or with
+  ten_views of the mean softmax of the 10 views.
+
+  The log of that mean is taken as logsumexp over the views' log-softmaxes minus log(10), which
+  stays finite where every view's probability of a class underflows.
+  """
+  if ten_views:
+    views = preprocessing.ten_views(images, data_stats, config)
+    b, v = views.shape[:2]
+    logits = model.apply({"params": params}, views.reshape(b * v, *views.shape[2:]))
+    return jax.nn.logsumexp(jax.nn.log_softmax(logits).reshape(b, v, -1), axis=1) - jnp.log(v)
+  images = preprocessing.center_view(images, data_stats, config)
+  return jax.nn.log_softmax(model.apply({"params": params}, images))
+
+
 def eval_step(
   params: Any,
   batch: dict[str, jax.Array],
@@ -130,19 +154,10 @@ def eval_step(
   config: ml_collections.ConfigDict,
   ten_views: bool,
 ) -> dict[str, jax.Array]:
-  """Sums of the metrics over the unmasked examples; ten_views averages the softmax of 10 views.
-
-  The log of that mean is taken as logsumexp over the views' log-softmaxes minus log(10), which
-  stays finite where every view's probability of a class underflows.
-  """
-  if ten_views:
-    views = preprocessing.ten_views(batch["image"], data_stats, config)
-    b, v = views.shape[:2]
-    logits = model.apply({"params": params}, views.reshape(b * v, *views.shape[2:]))
-    log_probs = jax.nn.logsumexp(jax.nn.log_softmax(logits).reshape(b, v, -1), axis=1) - jnp.log(v)
-  else:
-    images = preprocessing.center_view(batch["image"], data_stats, config)
-    log_probs = jax.nn.log_softmax(model.apply({"params": params}, images))
+  """Sums of the metrics over the unmasked examples of `log_probabilities`."""
+  log_probs = log_probabilities(
+    params, batch["image"], data_stats, model=model, config=config, ten_views=ten_views
+  )
   metrics = classification_metrics(log_probs, batch["label"])
   mask = batch["mask"].astype(jnp.float32)
   sums = {k: (v * mask).sum() for k, v in metrics.items()}
