@@ -241,9 +241,11 @@ class ColumnNet(nn.Module):
   """Conv layers from a layer table, then FC layers; AlexNet with the paper's config.
 
   Returns float32 logits of shape (batch, num_classes); `Dropout` of form `dropout_form`
-  follows fc6 and fc7. `dtype` is the dtype of the computation (Flax's convention: parameters
-  stay float32); with bfloat16 the convolutions, matmuls and pooling run in bfloat16 and LRN
-  in float32.
+  follows fc6 and fc7. With `mutable=["intermediates"]` it also returns the last hidden layer's
+  activations, the input of the classifier before dropout, as `["intermediates"]["features"]`
+  (a tuple of one [batch, D] array). `dtype` is the dtype of the computation (Flax's
+  convention: parameters stay float32); with bfloat16 the convolutions, matmuls and pooling run
+  in bfloat16 and LRN in float32.
   """
 
   conv: Sequence[dict]
@@ -297,11 +299,15 @@ class ColumnNet(nn.Module):
       if layer["pool"]:
         window, stride = (self.pool["window"],) * 2, (self.pool["stride"],) * 2
         x = POOLS[layer["pool"]](x, window, strides=stride, padding="VALID")
-    sizes = (*self.dense, self.num_classes)
-    for i, (name, features) in enumerate(zip(self.dense_names(), sizes, strict=True)):
-      x = ColumnDense(features, self.columns, **self._layer_args(name))(x)
-      if i < len(self.dense):
-        x = Dropout(self.dropout_rate, self.dropout_form)(act(x), train)
+    *hidden, classifier = self.dense_names()
+    features = x  # the last hidden layer's output: the last conv layer's, or an FC layer's
+    for name, size in zip(hidden, self.dense, strict=True):
+      features = act(ColumnDense(size, self.columns, **self._layer_args(name))(x))
+      x = Dropout(self.dropout_rate, self.dropout_form)(features, train)
+    # The feature vectors of "Qualitative Evaluations" (fc7's 4096 outputs in AlexNet): the
+    # classifier's input flattened as it reads it, before dropout.
+    self.sow("intermediates", "features", _merge_columns(features).reshape(features.shape[1], -1))
+    x = ColumnDense(self.num_classes, self.columns, **self._layer_args(classifier))(x)
     return _merge_columns(x).astype(jnp.float32)
 
 

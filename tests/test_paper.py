@@ -226,7 +226,8 @@ def model_outputs(model, params, images):
     logits, state = model.apply(
       {"params": params}, images, capture_intermediates=True, mutable=["intermediates"]
     )
-    layers = {k: v["__call__"][0] for k, v in state["intermediates"].items() if k != "__call__"}
+    found = state["intermediates"].items()  # the layers', the net's own output and features
+    layers = {k: v["__call__"][0] for k, v in found if isinstance(v, dict)}
     return layers, logits
 
   return jax.device_get(jax.jit(apply)(params, jnp.asarray(images, jnp.float32)))
