@@ -155,22 +155,28 @@ class CachedSource:
 
 
 def read_class_list(path: str) -> list[str]:
-  """Class names in index order from a file of lines `index<TAB>synset<TAB>name`."""
+  """Class names (the synsets) in index order from a file of lines `index<TAB>synset<TAB>name`."""
+  return [synset for synset, _ in read_class_table(path)]
+
+
+def read_class_table(path: str) -> list[tuple[str, str]]:
+  """(synset, name) of every class in index order from a file of lines
+  `index<TAB>synset<TAB>name`; a line without a name gives the synset as its name."""
   if not Path(path).is_file():
     raise DataError(f"config.class_list={path!r}: no such file.")
   lines = Path(path).read_text().splitlines()
-  names = []
+  table = []
   for number, line in enumerate(lines, start=1):
     fields = line.split("\t")
     if not line.strip() or (number == 1 and fields[0] == "index"):
       continue
-    if len(fields) < 2 or fields[0] != str(len(names)):
+    if len(fields) < 2 or fields[0] != str(len(table)):
       raise DataError(
-        f"{path}, line {number}: expected 'index<TAB>synset<TAB>name' with index {len(names)},"
+        f"{path}, line {number}: expected 'index<TAB>synset<TAB>name' with index {len(table)},"
         f" got {line!r}."
       )
-    names.append(fields[1])
-  return names
+    table.append((fields[1], fields[2] if len(fields) > 2 else fields[1]))
+  return table
 
 
 def split_alias(split: str, available: Any) -> str:
@@ -330,6 +336,21 @@ def source_classes_and_splits(config: ml_collections.ConfigDict) -> tuple[list[s
   labels = builder.info.features["label"]
   _check_num_classes(labels.num_classes, config.dataset, config)
   return list(labels.names), list(builder.info.splits)
+
+
+def class_names(config: ml_collections.ConfigDict) -> list[str]:
+  """The class names of `config.dataset` in label order, reading no image: a folder dataset's
+  (`folder_classes`), those of `config.class_list`, a prepared dataset's, or TFDS's label
+  names."""
+  if config.dataset.startswith(FOLDER_PREFIX):
+    return folder_classes(Path(config.dataset.removeprefix(FOLDER_PREFIX)), config.class_list)
+  if config.class_list:
+    return read_class_list(config.class_list)
+  if config.dataset.startswith(prepared.PREFIX):
+    return prepared.read_metadata(prepared.root(config), config)["classes"]
+  if config.dataset == "fake":
+    return [f"class {i}" for i in range(config.num_classes)]
+  return list(_tfds_builder(config).info.features["label"].names)
 
 
 def cached(source: Any, config: ml_collections.ConfigDict, split: str) -> Any:
