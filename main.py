@@ -14,6 +14,8 @@ from ml_collections import config_flags
 from supervision import (
   ConfigError,
   DataError,
+  inference,
+  predict,
   prepare,
   sharding,
   stats,
@@ -44,9 +46,12 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, statistics and 
 flags.DEFINE_enum(
   "mode",
   "train",
-  ["train", "eval", "stats", "prepare", "summary"],
+  ["train", "eval", "predict", "ensemble", "features", "stats", "prepare", "summary"],
   "train: train (resuming from the workdir's latest checkpoint); eval: evaluate a checkpoint "
-  "of the workdir (central crop and 10 views); stats: compute the dataset statistics (mean "
+  "of the workdir (central crop and 10 views); predict: print the top-5 classes of the images "
+  "at --config.predict.path; ensemble: evaluate the networks of --config.ensemble.workdirs "
+  "together, averaging their softmax outputs; features: write the last hidden layer's "
+  "activations of a split to WORKDIR/features/; stats: compute the dataset statistics (mean "
   "image, RGB covariance) into the workdir; prepare: decode every split once into 256x256 "
   "JPEG records in the workdir, to train from with --config.dataset=prepared:WORKDIR; "
   "summary: print the layer table.",
@@ -110,6 +115,9 @@ def main(argv: list[str]) -> None:
   modes = dict(
     train=train.train_and_evaluate,
     eval=train.evaluate_checkpoint,
+    predict=predict.predict,
+    ensemble=inference.evaluate_ensemble,
+    features=inference.write_features,
     stats=stats.run_stats,
     prepare=prepare.run_prepare,
     summary=print_summary,

@@ -115,7 +115,16 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
   config.num_eval_batches = -1  # -1: the whole eval split
-  config.eval_checkpoint_step = -1  # --mode=eval restores this step; -1: the latest
+  config.eval_checkpoint_step = -1  # --mode=eval, predict and features restore this; -1: latest
+
+  # Inference (`supervision.inference`, `supervision.predict`). --mode=predict: the top-5 classes
+  # of the image file or folder of images `path`, on the central crop or the 10 views, with
+  # `figure` also as PNGs (Figure 4) in WORKDIR/predictions/. --mode=ensemble: the softmax outputs
+  # of the networks of `workdirs` (a tuple of workdirs) averaged on eval_split. --mode=features:
+  # the last hidden layer's activations on `split` ("": eval_split) in WORKDIR/features/.
+  config.predict = ml_collections.ConfigDict(dict(path="", ten_views=False, figure=False))
+  config.ensemble = ml_collections.ConfigDict(dict(workdirs=()))
+  config.features = ml_collections.ConfigDict(dict(split=""))
 
   # Parallelism ("Training on Multiple GPUs"): the paper's two GPUs are the mesh axis "model" of
   # size 2 (column c on model-device c); "data" splits the batch (-1: all devices "model" leaves).
