@@ -14,6 +14,7 @@ from ml_collections import config_flags
 from supervision import (
   ConfigError,
   DataError,
+  figures,
   prepare,
   sharding,
   stats,
@@ -44,12 +45,14 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, statistics and 
 flags.DEFINE_enum(
   "mode",
   "train",
-  ["train", "eval", "stats", "prepare", "summary"],
+  ["train", "eval", "stats", "prepare", "summary", "figures"],
   "train: train (resuming from the workdir's latest checkpoint); eval: evaluate a checkpoint "
   "of the workdir (central crop and 10 views); stats: compute the dataset statistics (mean "
   "image, RGB covariance) into the workdir; prepare: decode every split once into 256x256 "
   "JPEG records in the workdir, to train from with --config.dataset=prepared:WORKDIR; "
-  "summary: print the layer table.",
+  "summary: print the layer table; figures: draw the first layer's kernels by column (the "
+  "paper's Figure 3) of a checkpoint of the workdir (any model's) and its training curves into "
+  "WORKDIR/figures/.",
 )
 flags.mark_flags_as_required(["config"])
 
@@ -113,6 +116,7 @@ def main(argv: list[str]) -> None:
     stats=stats.run_stats,
     prepare=prepare.run_prepare,
     summary=print_summary,
+    figures=figures.run_figures,
   )
   try:
     sharding.initialize_distributed(config)

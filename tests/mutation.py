@@ -263,6 +263,33 @@ MUTANTS = [
     "step = None",
     "tests/test_failures.py::test_eval_restores_the_step_it_is_given",
   ),
+  # Figures.
+  mutant(
+    "figure: conv1 kernels read across the column axis", "supervision/figures.py",
+    "return np.moveaxis(kernel, -1, 1)",
+    "return kernel.reshape(kernel.shape[0], kernel.shape[-1], *kernel.shape[1:4])",
+    "tests/test_figures.py::test_kernel_j_of_column_c_makes_map_j_of_column_c",
+  ),
+  mutant(
+    "figure: the last column's kernels on top", "supervision/figures.py",
+    "y, x = c * (block + COLUMN_GAP)", "y, x = (columns - 1 - c) * (block + COLUMN_GAP)",
+    "tests/test_figures.py::test_the_grid_has_column_0_on_top_and_each_column_in_order",
+  ),
+  mutant(
+    "figure: kernels normalised channel by channel", "supervision/figures.py",
+    "low = kernels.min(axis=(-3, -2, -1), keepdims=True)\n"
+    "  span = kernels.max(axis=(-3, -2, -1), keepdims=True) - low",
+    "low = kernels.min(axis=(-3, -2), keepdims=True)\n"
+    "  span = kernels.max(axis=(-3, -2), keepdims=True) - low",
+    "tests/test_figures.py::test_chroma_is_0_for_grey_kernels_and_hand_computed_for_a_red_one",
+  ),
+  mutant(
+    "figure: the rows of a resumed run only replace those of their steps",
+    "supervision/figures.py",
+    'while points and points[-1][0] >= row["step"]:',
+    'while points and points[-1][0] == row["step"]:',
+    "tests/test_figures.py::test_the_curves_keep_the_resumed_rows_and_drop_a_row_cut_short",
+  ),
 ]  # fmt: skip
 
 
