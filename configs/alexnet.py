@@ -47,6 +47,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # The training augmentations, each switchable off: random_crop=False trains on the central
   # crop, flip=False never reflects, lighting=False adds no PCA lighting noise.
   config.augmentation = ml_collections.ConfigDict(dict(random_crop=True, flip=True, lighting=True))
+  config.channel_order = "rgb"  # of the network's input: "rgb", or "bgr" (weights from Caffe)
   config.train_split = "train"
   config.eval_split = "validation"
   # Worker processes decoding images (0: threads of the main process only) and threads decoding
