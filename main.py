@@ -14,6 +14,7 @@ from ml_collections import config_flags
 from supervision import (
   ConfigError,
   DataError,
+  caffe,
   prepare,
   sharding,
   stats,
@@ -44,11 +45,13 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, statistics and 
 flags.DEFINE_enum(
   "mode",
   "train",
-  ["train", "eval", "stats", "prepare", "summary"],
+  ["train", "eval", "stats", "prepare", "import_caffe", "summary"],
   "train: train (resuming from the workdir's latest checkpoint); eval: evaluate a checkpoint "
   "of the workdir (central crop and 10 views); stats: compute the dataset statistics (mean "
   "image, RGB covariance) into the workdir; prepare: decode every split once into 256x256 "
   "JPEG records in the workdir, to train from with --config.dataset=prepared:WORKDIR; "
+  "import_caffe: import --config.caffe.model (a .caffemodel, with configs/alexnet.py:caffe) and "
+  "--config.caffe.mean into the workdir's first checkpoint and statistics; "
   "summary: print the layer table.",
 )
 flags.mark_flags_as_required(["config"])
@@ -112,12 +115,13 @@ def main(argv: list[str]) -> None:
     eval=train.evaluate_checkpoint,
     stats=stats.run_stats,
     prepare=prepare.run_prepare,
+    import_caffe=caffe.run_import,
     summary=print_summary,
   )
   try:
     sharding.initialize_distributed(config)
     describe_devices()
-    writes = FLAGS.mode in ("train", "prepare") and jax.process_index() == 0
+    writes = FLAGS.mode in ("train", "prepare", "import_caffe") and jax.process_index() == 0
     with workdirs.locked(FLAGS.workdir) if writes else contextlib.nullcontext():
       modes[FLAGS.mode](config, FLAGS.workdir)
   except train.Stopped as e:
