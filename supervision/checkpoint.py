@@ -50,7 +50,8 @@ def save(
   config: ml_collections.ConfigDict,
   eval_error: float | None = None,
 ) -> None:
-  """Saves `state` (asynchronously) with the iterator position, JSON metadata and the config."""
+  """Saves `state` (asynchronously) with the iterator position (None: the start of the stream),
+  JSON metadata and the config."""
   args = ocp.args.Composite(
     state=ocp.args.StandardSave(state),
     data=ocp.args.JsonSave(_to_json(iterator_state)),
@@ -105,8 +106,9 @@ def restore(
         manager.reload()
       damaged.append(str(path))
       continue
-    if iterator is not None:
-      iterator.set_state(_from_json(restored.data))
+    position = _from_json(restored.data)
+    if iterator is not None and position is not None:  # None: saved before any step (an import)
+      iterator.set_state(position)
     return restored.state, restored.meta
   if damaged:
     raise CheckpointError(

@@ -29,6 +29,7 @@ PAPER = "tests/test_paper.py"
 STEPS = "tests/test_steps.py"
 PREPROCESSING = "tests/test_preprocessing.py"
 PLATEAU_TRAINING = "tests/test_train.py::test_plateau_drops_reach_training_and_survive_a_resume"
+CAFFE = "tests/test_caffe.py"
 
 
 @dataclasses.dataclass
@@ -289,6 +290,30 @@ MUTANTS = [
     'while points and points[-1][0] >= row["step"]:',
     'while points and points[-1][0] == row["step"]:',
     "tests/test_figures.py::test_the_curves_keep_the_resumed_rows_and_drop_a_row_cut_short",
+  ),
+  # Importing Caffe's weights and conventions.
+  mutant(
+    "fc6 weights kept in Caffe's (channel, row, column) order", "supervision/caffe.py",
+    "hwc = weights.reshape(out, maps, size // maps).transpose(0, 2, 1).reshape(out, size)",
+    "hwc = weights", CAFFE,
+  ),
+  mutant(
+    "Caffe's LRN within columns", "configs/alexnet.py",
+    "m.lrn.update(k=1.0, alpha_over_n=True, across_columns=True)",
+    "m.lrn.update(k=1.0, alpha_over_n=True)", CAFFE,
+  ),
+  mutant(
+    "Caffe's test outputs scaled by the paper's dropout", "configs/alexnet.py",
+    'm.dropout_form = "inverted"', 'm.dropout_form = "paper"', CAFFE,
+  ),
+  mutant(
+    "Caffe's mean image kept in BGR order", "supervision/caffe.py",
+    "return mean.transpose(1, 2, 0)[..., ::-1]", "return mean.transpose(1, 2, 0)", CAFFE,
+  ),
+  mutant(
+    "BGR views not reversed", "supervision/preprocessing.py",
+    'return views[..., ::-1] if config.channel_order == "bgr" else views', "return views",
+    PREPROCESSING,
   ),
 ]  # fmt: skip
 
