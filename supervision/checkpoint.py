@@ -125,7 +125,7 @@ def restore_params(
   `step` in `workdir` (None: the newest intact one), whatever the config of the run asking:
   for inference, ensembles, figures and fine-tuning from another run."""
   directory = Path(workdir).absolute() / "checkpoints"
-  options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+  options = ocp.CheckpointManagerOptions(create=False, read_only=True, save_interval_steps=0)
   if not directory.is_dir():
     raise FileNotFoundError(f"No checkpoint in {directory}: train first (--workdir={workdir}).")
   with ocp.CheckpointManager(directory, options=options) as manager:
