@@ -2,28 +2,18 @@
 
 import ast
 import contextlib
+import importlib
 import os
 import sys
 from pathlib import Path
 
 import jax
-import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from supervision import (
-  ConfigError,
-  DataError,
-  inference,
-  predict,
-  prepare,
-  sharding,
-  stats,
-  summary,
-  train,
-  workdirs,
-)
+from supervision import ConfigError, DataError, sharding, workdirs
 from supervision.checkpoint import CheckpointError
+from supervision.train import Stopped
 from supervision.workdirs import WorkdirError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # no INFO lines from TensorFlow (TFDS)
@@ -43,18 +33,55 @@ ERRORS = (
 )
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, statistics and logs.")
+# Each mode: the function "module.function" of supervision that runs it, whether it writes
+# the workdir (and so holds its lock), and what it does. A mode's module is imported only when
+# the mode runs (the figures' matplotlib, for one, costs seconds).
+MODES = {
+  "train": (
+    "train.train_and_evaluate", True, "train (resuming from the workdir's latest checkpoint)",
+  ),
+  "eval": (
+    "train.evaluate_checkpoint", False,
+    "evaluate a checkpoint of the workdir (central crop and 10 views)",
+  ),
+  "predict": (
+    "predict.predict", False,
+    "print the top-5 classes of the images of --config.predict.path (with"
+    " --config.predict.figure, also drawn as in the paper's Figure 4 into WORKDIR/predictions/)",
+  ),
+  "ensemble": (
+    "inference.evaluate_ensemble", False,
+    "evaluate the networks of --config.ensemble.workdirs together, averaging their softmax"
+    " outputs (central crop and 10 views), into WORKDIR/ensemble_results.json",
+  ),
+  "features": (
+    "inference.write_features", False,
+    "write the last hidden layer's activations of --config.features.split (default: the eval"
+    " split) of a checkpoint of the workdir to WORKDIR/features/<split>.npz",
+  ),
+  "stats": (
+    "stats.run_stats", False,
+    "compute the dataset statistics (mean image, RGB covariance) into the workdir",
+  ),
+  "prepare": (
+    "prepare.run_prepare", True,
+    "decode every split once into 256x256 JPEG records in the workdir, to train from with"
+    " --config.dataset=prepared:WORKDIR",
+  ),
+  "import_caffe": (
+    "caffe.run_import", True,
+    "import --config.caffe.model (a .caffemodel, with configs/alexnet.py:caffe) and"
+    " --config.caffe.mean into the workdir's first checkpoint and statistics",
+  ),
+  "summary": ("summary.run_summary", False, "print the layer table"),
+  "figures": (
+    "figures.run_figures", False,
+    "draw the first layer's kernels by column (the paper's Figure 3) of a checkpoint of the"
+    " workdir (any model's) and its training curves into WORKDIR/figures/",
+  ),
+}  # fmt: skip
 flags.DEFINE_enum(
-  "mode",
-  "train",
-  ["train", "eval", "predict", "ensemble", "features", "stats", "prepare", "summary"],
-  "train: train (resuming from the workdir's latest checkpoint); eval: evaluate a checkpoint "
-  "of the workdir (central crop and 10 views); predict: print the top-5 classes of the images "
-  "at --config.predict.path; ensemble: evaluate the networks of --config.ensemble.workdirs "
-  "together, averaging their softmax outputs; features: write the last hidden layer's "
-  "activations of a split to WORKDIR/features/; stats: compute the dataset statistics (mean "
-  "image, RGB covariance) into the workdir; prepare: decode every split once into 256x256 "
-  "JPEG records in the workdir, to train from with --config.dataset=prepared:WORKDIR; "
-  "summary: print the layer table.",
+  "mode", "train", list(MODES), "; ".join(f"{m}: {help}" for m, (_, _, help) in MODES.items())
 )
 flags.mark_flags_as_required(["config"])
 
@@ -77,12 +104,6 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f"Error: {e}\nSee --helpfull.")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     sys.exit(f"Error in --config: {_unquote(str(e))}")
-
-
-def print_summary(config: ml_collections.ConfigDict, workdir: str | None) -> None:
-  """The layer table with its sharding over the configured mesh."""
-  mesh = sharding.create_mesh(config)
-  print(summary.format_table(summary.layer_table(config, mesh), mesh))
 
 
 def gpu_visible() -> bool:
@@ -112,23 +133,16 @@ def main(argv: list[str]) -> None:
   config = FLAGS.config
   if FLAGS.mode != "summary" and not FLAGS.workdir:
     raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir.")
-  modes = dict(
-    train=train.train_and_evaluate,
-    eval=train.evaluate_checkpoint,
-    predict=predict.predict,
-    ensemble=inference.evaluate_ensemble,
-    features=inference.write_features,
-    stats=stats.run_stats,
-    prepare=prepare.run_prepare,
-    summary=print_summary,
-  )
+  target, writes, _ = MODES[FLAGS.mode]
+  module, function = target.split(".")
   try:
     sharding.initialize_distributed(config)
     describe_devices()
-    writes = FLAGS.mode in ("train", "prepare") and jax.process_index() == 0
+    run = getattr(importlib.import_module(f"supervision.{module}"), function)
+    writes = writes and jax.process_index() == 0
     with workdirs.locked(FLAGS.workdir) if writes else contextlib.nullcontext():
-      modes[FLAGS.mode](config, FLAGS.workdir)
-  except train.Stopped as e:
+      run(config, FLAGS.workdir)
+  except Stopped as e:
     sys.exit(STOPPED_EXIT_STATUS + e.signal)
   except ERRORS as e:
     sys.exit(f"Error: {e}")

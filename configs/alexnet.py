@@ -8,11 +8,12 @@ selected with a config string, e.g. `--config=configs/alexnet.py:one_column`:
   non_overlapping_pool  pooling with s = z = 2 instead of s = 2, z = 3 ("Overlapping Pooling")
   six_conv              an extra conv layer over the last pooling layer ("Results")
   tanh                  saturating tanh units instead of ReLUs ("ReLU Nonlinearity", Figure 1)
+  caffe                 Caffe's conventions, for its bvlc_alexnet weights (`supervision.caffe`)
 """
 
 import ml_collections
 
-VARIANTS = ("one_column", "no_lrn", "non_overlapping_pool", "six_conv", "tanh")
+VARIANTS = ("one_column", "no_lrn", "non_overlapping_pool", "six_conv", "tanh", "caffe")
 
 
 def conv(name, features, kernel, stride=1, padding="SAME", reads="own", lrn=False, pool=""):
@@ -47,6 +48,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # The training augmentations, each switchable off: random_crop=False trains on the central
   # crop, flip=False never reflects, lighting=False adds no PCA lighting noise.
   config.augmentation = ml_collections.ConfigDict(dict(random_crop=True, flip=True, lighting=True))
+  config.channel_order = "rgb"  # of the network's input: "rgb", or "bgr" (weights from Caffe)
   config.train_split = "train"
   config.eval_split = "validation"
   # Worker processes decoding images (0: threads of the main process only) and threads decoding
@@ -60,6 +62,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # --mode=prepare: the 256x256 images stored as JPEGs of this quality, in ArrayRecord shards of
   # this many examples (about 20 MB each at quality 90), for these splits (empty: all).
   config.prepare = ml_collections.ConfigDict(dict(jpeg_quality=90, shard_size=1024, splits=()))
+  # --mode=import_caffe: the .caffemodel to import into the workdir's first checkpoint, and Caffe's
+  # mean image (a .binaryproto; empty: Caffe's per-channel mean) for its statistics file.
+  config.caffe = ml_collections.ConfigDict(dict(model="", mean=""))
 
   # The network ("The Architecture", Figure 2).
   config.model = ml_collections.ConfigDict()
@@ -161,6 +166,15 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     m.init_bias_one = ("conv2", "conv4", "conv5", "conv6", "fc7", "fc8")
   elif variant == "tanh":
     m.activation = "tanh"
+  elif variant == "caffe":
+    # bvlc_alexnet of the BVLC model zoo: 227x227 BGR crops, conv1 unpadded (227 gives 55), LRN with
+    # k = 1 and alpha / n over all of a layer's maps (Caffe's LRN knows no columns), and dropout
+    # that scales in training (Caffe's), so that test outputs pass unscaled.
+    config.crop_size = 227
+    config.channel_order = "bgr"
+    m.conv = (dict(m.conv[0], padding=((0, 0), (0, 0))), *m.conv[1:])
+    m.lrn.update(k=1.0, alpha_over_n=True, across_columns=True)
+    m.dropout_form = "inverted"
   else:
     raise ValueError(f"Unknown variant {variant!r} of configs/alexnet.py; choose from {VARIANTS}.")
   return config

@@ -50,7 +50,8 @@ def save(
   config: ml_collections.ConfigDict,
   eval_error: float | None = None,
 ) -> None:
-  """Saves `state` (asynchronously) with the iterator position, JSON metadata and the config."""
+  """Saves `state` (asynchronously) with the iterator position (None: the start of the stream),
+  JSON metadata and the config."""
   args = ocp.args.Composite(
     state=ocp.args.StandardSave(state),
     data=ocp.args.JsonSave(_to_json(iterator_state)),
@@ -105,8 +106,9 @@ def restore(
         manager.reload()
       damaged.append(str(path))
       continue
-    if iterator is not None:
-      iterator.set_state(_from_json(restored.data))
+    position = _from_json(restored.data)
+    if iterator is not None and position is not None:  # None: saved before any step (an import)
+      iterator.set_state(position)
     return restored.state, restored.meta
   if damaged:
     raise CheckpointError(
@@ -123,7 +125,7 @@ def restore_params(
   `step` in `workdir` (None: the newest intact one), whatever the config of the run asking:
   for inference, ensembles, figures and fine-tuning from another run."""
   directory = Path(workdir).absolute() / "checkpoints"
-  options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+  options = ocp.CheckpointManagerOptions(create=False, read_only=True, save_interval_steps=0)
   if not directory.is_dir():
     raise FileNotFoundError(f"No checkpoint in {directory}: train first (--workdir={workdir}).")
   with ocp.CheckpointManager(directory, options=options) as manager:

@@ -36,7 +36,7 @@ from supervision import (
 )
 
 # The keys of the stored config that make the network: its parameters' shapes and its inputs.
-NETWORK_KEYS = (*checkpoint.STATE_KEYS, "image_size")
+NETWORK_KEYS = (*checkpoint.STATE_KEYS, "image_size", "channel_order")
 VIEWS = ("center", "ten_views")
 
 
@@ -131,10 +131,12 @@ def network_config(
   config: ml_collections.ConfigDict, trained: ml_collections.ConfigDict
 ) -> ml_collections.ConfigDict:
   """`config` with the network of `trained` (the config a checkpoint was trained with): its
-  NETWORK_KEYS; the data, mesh, batch size and loader settings stay `config`'s."""
+  NETWORK_KEYS (those stored before a key existed keep `config`'s); the data, mesh, batch size
+  and loader settings stay `config`'s."""
   merged = ml_collections.ConfigDict(config.to_dict())
   for key in NETWORK_KEYS:
-    merged[key] = trained[key]
+    if key in trained:
+      merged[key] = trained[key]
   return merged
 
 

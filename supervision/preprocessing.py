@@ -3,7 +3,8 @@
 Inputs are host batches of uint8 [B, S, S, 3] images (S = config.image_size); outputs are
 float32 views of size C = config.crop_size with the mean image (S x S x 3, over the training
 set) subtracted, on the 0-255 pixel scale. `stats` holds "mean" [S, S, 3], "eigvals" [3] and
-"eigvecs" [3, 3] (eigenvectors as columns) from `supervision.stats`.
+"eigvecs" [3, 3] (eigenvectors as columns) from `supervision.stats`, all of RGB images; the views
+come in `config.channel_order` ("bgr" for weights trained in Caffe, `supervision.caffe`).
 
   train_views   random C x C patches, horizontal reflections and PCA lighting noise
   center_view   the central patch
@@ -17,11 +18,21 @@ import ml_collections
 from supervision import ConfigError
 
 LIGHTING_SCALES = ("std", "eigenvalue")
+CHANNEL_ORDERS = ("rgb", "bgr")
 
 
 def centered(images: jax.Array, stats: dict) -> jax.Array:
   """uint8 images -> float32 with the mean image subtracted."""
   return images.astype(jnp.float32) - stats["mean"]
+
+
+def in_channel_order(views: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
+  """RGB `views` in `config.channel_order`: "rgb" as they are, "bgr" with the channels reversed."""
+  if config.channel_order not in CHANNEL_ORDERS:
+    raise ConfigError(
+      f"config.channel_order={config.channel_order!r}; choose from {CHANNEL_ORDERS}."
+    )
+  return views[..., ::-1] if config.channel_order == "bgr" else views
 
 
 def crop(images: jax.Array, offsets: jax.Array, size: int) -> jax.Array:
@@ -77,7 +88,8 @@ def train_views(
   on): float32 [B, C, C, 3]."""
   aug = augmentation(rng, images.shape[0], config)
   views = reflect(crop(centered(images, stats), aug["offsets"], config.crop_size), aug["flips"])
-  return views + lighting(aug["alphas"], stats, config.lighting_scale)[:, None, None, :]
+  added = lighting(aug["alphas"], stats, config.lighting_scale)[:, None, None, :]
+  return in_channel_order(views + added, config)
 
 
 def view_offsets(config: ml_collections.ConfigDict) -> list[tuple[int, int]]:
@@ -92,11 +104,12 @@ def _patch(images: jax.Array, offset: tuple[int, int], size: int) -> jax.Array:
 
 def center_view(images: jax.Array, stats: dict, config: ml_collections.ConfigDict) -> jax.Array:
   """The central patch: float32 [B, C, C, 3]."""
-  return _patch(centered(images, stats), view_offsets(config)[4], config.crop_size)
+  view = _patch(centered(images, stats), view_offsets(config)[4], config.crop_size)
+  return in_channel_order(view, config)
 
 
 def ten_views(images: jax.Array, stats: dict, config: ml_collections.ConfigDict) -> jax.Array:
   """The five patches of `view_offsets`, then their reflections: float32 [B, 10, C, C, 3]."""
   x = centered(images, stats)
   views = jnp.stack([_patch(x, o, config.crop_size) for o in view_offsets(config)], axis=1)
-  return jnp.concatenate([views, views[:, :, :, ::-1]], axis=1)
+  return in_channel_order(jnp.concatenate([views, views[:, :, :, ::-1]], axis=1), config)

@@ -84,3 +84,9 @@ def format_table(rows: list[dict], mesh: Mesh) -> str:
   fmt = lambda row: "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()  # noqa: E731
   rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
   return "\n".join([title, fmt(header), rule, *map(fmt, lines[:-1]), rule, fmt(lines[-1])])
+
+
+def run_summary(config: ml_collections.ConfigDict, workdir: str | None) -> None:
+  """`--mode=summary`: prints the layer table with its sharding over the configured mesh."""
+  mesh = sharding.create_mesh(config)
+  print(format_table(layer_table(config, mesh), mesh))

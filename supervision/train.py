@@ -325,8 +325,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager: Any) -> dic
       for name, value in metrics.items():
         writer.add_scalar(name, value, step)
       writer.flush()
-      with metrics_file.open("a") as f:
-        f.write(json.dumps(dict(step=step, **metrics)) + "\n")
+      with metrics_file.open("a") as f:  # the epoch too, for figures drawn without the data
+        row = dict(step=step, epoch=step / trainer.steps_per_epoch, **metrics)
+        f.write(json.dumps(row) + "\n")
 
   def save(iter_state, eval_error):
     checkpoint.save(manager, state, iter_state, dict(plateau=vars(plateau)), config, eval_error)

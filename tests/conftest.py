@@ -55,12 +55,6 @@ def _extract(tmp_path_factory, name, keep=lambda member: True):
 
 
 @pytest.fixture(scope="session")
-def cifar10_archive():
-  """The shared CIFAR-10 JPEG archive."""
-  return _shared("cifar10-jpg.tar.gz")
-
-
-@pytest.fixture(scope="session")
 def cifar10_small_dir(tmp_path_factory):
   """The first CIFAR10_SMALL_PER_CLASS JPEGs of every class of both splits of CIFAR-10:
   train/<class>/NNNN.jpg and test/<class>/NNNN.jpg."""

@@ -29,6 +29,7 @@ PAPER = "tests/test_paper.py"
 STEPS = "tests/test_steps.py"
 PREPROCESSING = "tests/test_preprocessing.py"
 PLATEAU_TRAINING = "tests/test_train.py::test_plateau_drops_reach_training_and_survive_a_resume"
+CAFFE = "tests/test_caffe.py"
 
 
 @dataclasses.dataclass
@@ -262,6 +263,57 @@ MUTANTS = [
     "step = config.eval_checkpoint_step if config.eval_checkpoint_step > 0 else None",
     "step = None",
     "tests/test_failures.py::test_eval_restores_the_step_it_is_given",
+  ),
+  # Figures.
+  mutant(
+    "figure: conv1 kernels read across the column axis", "supervision/figures.py",
+    "return np.moveaxis(kernel, -1, 1)",
+    "return kernel.reshape(kernel.shape[0], kernel.shape[-1], *kernel.shape[1:4])",
+    "tests/test_figures.py::test_kernel_j_of_column_c_makes_map_j_of_column_c",
+  ),
+  mutant(
+    "figure: the last column's kernels on top", "supervision/figures.py",
+    "y, x = c * (block + COLUMN_GAP)", "y, x = (columns - 1 - c) * (block + COLUMN_GAP)",
+    "tests/test_figures.py::test_the_grid_has_column_0_on_top_and_each_column_in_order",
+  ),
+  mutant(
+    "figure: kernels normalised channel by channel", "supervision/figures.py",
+    "low = kernels.min(axis=(-3, -2, -1), keepdims=True)\n"
+    "  span = kernels.max(axis=(-3, -2, -1), keepdims=True) - low",
+    "low = kernels.min(axis=(-3, -2), keepdims=True)\n"
+    "  span = kernels.max(axis=(-3, -2), keepdims=True) - low",
+    "tests/test_figures.py::test_chroma_is_0_for_grey_kernels_and_hand_computed_for_a_red_one",
+  ),
+  mutant(
+    "figure: the rows of a resumed run only replace those of their steps",
+    "supervision/figures.py",
+    'while points and points[-1][0] >= row["step"]:',
+    'while points and points[-1][0] == row["step"]:',
+    "tests/test_figures.py::test_the_curves_keep_the_resumed_rows_and_drop_a_row_cut_short",
+  ),
+  # Importing Caffe's weights and conventions.
+  mutant(
+    "fc6 weights kept in Caffe's (channel, row, column) order", "supervision/caffe.py",
+    "hwc = weights.reshape(out, maps, size // maps).transpose(0, 2, 1).reshape(out, size)",
+    "hwc = weights", CAFFE,
+  ),
+  mutant(
+    "Caffe's LRN within columns", "configs/alexnet.py",
+    "m.lrn.update(k=1.0, alpha_over_n=True, across_columns=True)",
+    "m.lrn.update(k=1.0, alpha_over_n=True)", CAFFE,
+  ),
+  mutant(
+    "Caffe's test outputs scaled by the paper's dropout", "configs/alexnet.py",
+    'm.dropout_form = "inverted"', 'm.dropout_form = "paper"', CAFFE,
+  ),
+  mutant(
+    "Caffe's mean image kept in BGR order", "supervision/caffe.py",
+    "return mean.transpose(1, 2, 0)[..., ::-1]", "return mean.transpose(1, 2, 0)", CAFFE,
+  ),
+  mutant(
+    "BGR views not reversed", "supervision/preprocessing.py",
+    'return views[..., ::-1] if config.channel_order == "bgr" else views', "return views",
+    PREPROCESSING,
   ),
 ]  # fmt: skip
 

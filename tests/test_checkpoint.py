@@ -59,3 +59,17 @@ def test_restore_params_reads_any_run_without_its_config(tmp_path):
     checkpoint.restore_params(str(tmp_path), step=5)
   with pytest.raises(FileNotFoundError, match="train first"):
     checkpoint.restore_params(str(tmp_path / "nothing"))
+
+
+def test_a_checkpoint_without_a_stream_position_leaves_the_iterator_at_its_start(tmp_path):
+  """An imported checkpoint (step 0, saved before any batch was read): training from it reads
+  the stream from its start instead of failing on the missing position."""
+  config = smoke.get_config()
+  manager = checkpoint.create_manager(str(tmp_path), config)
+  checkpoint.save(manager, State(step=jnp.int32(0), w=jnp.ones(3)), None, {"note": 0}, config)
+  manager.wait_until_finished()
+  iterator = type("It", (), {"set_state": lambda self, s: pytest.fail(f"set_state({s!r})")})()
+  abstract = State(step=jnp.int32(0), w=jnp.zeros(3, jnp.float32))
+  state, meta = checkpoint.restore(manager, abstract, iterator, config)
+  np.testing.assert_array_equal(state.w, 1.0)
+  assert meta["note"] == 0

@@ -204,15 +204,24 @@ def test_class_folders_that_differ_between_splits_are_named(cifar10_small_dir, t
   assert (data / "train" / "truck").is_dir() and (data / "test" / "lorry").is_dir()
 
 
+KILLED_RUN = ["--config.num_train_steps=15", "--config.checkpoint_every_steps=3",
+              "--config.log_every_steps=1", "--config.num_eval_batches=1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cifar10_small_dir, tmp_path_factory):
+  """The final parameters of the run that the killed runs repeat, trained without a stop."""
+  workdir = tmp_path_factory.mktemp("whole")
+  assert run_main(*main_args(workdir, cifar10_small_dir, *KILLED_RUN)).returncode == 0
+  return workdir
+
+
 @pytest.mark.parametrize("moment", ["during a save", "between saves"])
 def test_a_killed_run_resumes_to_the_parameters_of_an_uninterrupted_one(
-  cifar10_small_dir, tmp_path, moment
+  cifar10_small_dir, tmp_path, moment, uninterrupted
 ):
-  settings = ["--config.num_train_steps=15", "--config.checkpoint_every_steps=3",
-              "--config.log_every_steps=1", "--config.num_eval_batches=1"]  # fmt: skip
-  assert run_main(*main_args(tmp_path / "whole", cifar10_small_dir, *settings)).returncode == 0
   killed = tmp_path / "killed"
-  args = main_args(killed, cifar10_small_dir, *settings)
+  args = main_args(killed, cifar10_small_dir, *KILLED_RUN)
   proc = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.DEVNULL, start_new_session=True)
   rows = random.Random(moment).randint(4, 11)  # a step of the run, chosen at random
 
@@ -230,7 +239,7 @@ def test_a_killed_run_resumes_to_the_parameters_of_an_uninterrupted_one(
   assert run_main(*args).returncode == 0
   config = smoke.get_config()
   config.dataset = f"folder:{cifar10_small_dir}"
-  whole, resumed = final_params(tmp_path / "whole", config), final_params(killed, config)
+  whole, resumed = final_params(uninterrupted, config), final_params(killed, config)
   jax.tree.map(np.testing.assert_array_equal, whole, resumed)
   steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
   assert steps == sorted(steps)  # no step logged twice

@@ -95,11 +95,12 @@ def make_member(workdir, config, std, seed):
 def members(dataset, tmp_path_factory):
   """Two networks of different configs: the smoke net (2 columns, a hidden FC layer, 32x32
   images cropped to 24) and a one-column net without hidden FC layer, as CIFAR-10's, on 28x28
-  images cropped to 20, its last conv layer not pooled."""
+  images cropped to 20 in BGR order (as Caffe's), its last conv layer not pooled."""
   a = smoke.get_config()
   a.dataset = f"folder:{dataset}"
   b = smoke.get_config()
   b.dataset, b.image_size, b.crop_size = f"folder:{dataset}", 28, 20
+  b.channel_order = "bgr"
   m = b.model
   m.columns, m.dense = 1, ()
   m.conv = tuple(dict(c, features=8) for c in m.conv[:2]) + (dict(m.conv[2], features=8, pool=""),)
@@ -132,12 +133,14 @@ def readable_images(dataset, split="test"):
 
 def views(member, files, ten_views):
   """Independently of the pipeline: the decoded images (a square image's shorter side to S is
-  a plain resize) minus the mean image, and their central crop or 10 views [N, V, C, C, 3]."""
+  a plain resize) minus the mean image, in the network's channel order, and their central crop
+  or 10 views [N, V, C, C, 3]."""
   size, crop = member.config.image_size, member.config.crop_size
   images = [
     Image.open(f).convert("RGB").resize((size, size), Image.Resampling.BILINEAR) for f in files
   ]
   x = np.stack([np.asarray(i, np.float32) for i in images]) - member.mean
+  x = x[..., ::-1] if member.config.channel_order == "bgr" else x
   far = size - crop
   corners = [(0, 0), (0, far), (far, 0), (far, far), (far // 2, far // 2)]
   patches = [x[:, r : r + crop, c : c + crop] for r, c in corners]

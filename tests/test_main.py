@@ -41,3 +41,11 @@ def test_the_devices_are_named_and_an_unused_gpu_is_warned_of(monkeypatch, capsy
   monkeypatch.setattr(main, "gpu_visible", lambda: True)
   main.describe_devices()
   assert "requirements-gpu.txt" in caplog.text
+
+
+def test_import_caffe_without_a_model_says_what_to_pass(tmp_path):
+  result = run_main(
+    "--mode=import_caffe", "--config=configs/alexnet.py:caffe", f"--workdir={tmp_path}"
+  )
+  assert result.returncode == 1, result.stderr
+  assert "needs --config.caffe.model=PATH" in result.stderr and "Traceback" not in result.stderr

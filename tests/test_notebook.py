@@ -9,8 +9,9 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_notebook_runs(cifar10_archive, monkeypatch, tmp_path):
+def test_the_notebook_runs(cifar10_small_dir, monkeypatch, tmp_path):
   monkeypatch.setenv("SUPERVISION_NOTEBOOK_TINY", "1")
+  monkeypatch.setenv("SUPERVISION_NOTEBOOK_DATA", str(cifar10_small_dir))  # its 100 per class
   monkeypatch.setenv("SUPERVISION_NOTEBOOK_WORKDIR", str(tmp_path / "run"))  # a new run
   notebook = nbformat.read(ROOT / "notebooks" / "supervision.ipynb", as_version=4)
   NotebookClient(

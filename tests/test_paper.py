@@ -331,6 +331,15 @@ VARIANT_CHANGES = {  # (the paper's value, the variant's)
     )
   },
   "tanh": {"model.activation": ("relu", "tanh")},
+  "caffe": {  # bvlc_alexnet: 227 crops give 55 unpadded; Caffe's LRN and dropout; BGR input
+    "crop_size": (224, 227),
+    "channel_order": ("rgb", "bgr"),
+    "model.conv.conv1.padding": (((0, 3), (0, 3)), ((0, 0), (0, 0))),
+    "model.lrn.k": (2.0, 1.0),
+    "model.lrn.alpha_over_n": (False, True),
+    "model.lrn.across_columns": (False, True),
+    "model.dropout_form": ("paper", "inverted"),
+  },
 }
 
 
@@ -362,6 +371,8 @@ def test_variants_parameters_per_column():
   assert param_shapes(alexnet.get_config("six_conv"), 224) == six_conv
   for variant in ("no_lrn", "non_overlapping_pool", "tanh"):
     assert param_shapes(alexnet.get_config(variant), 224) == ALEXNET_SHAPES, variant
+  # bvlc_alexnet's 227 crops, unpadded, give the paper's 55 x 55 conv1 and 6 x 6 x 256 fc6 inputs.
+  assert param_shapes(alexnet.get_config("caffe"), 227) == ALEXNET_SHAPES
 
 
 @pytest.mark.parametrize("variant", ["", *alexnet.VARIANTS])

@@ -100,3 +100,24 @@ def test_center_and_ten_views_are_the_papers_patches(config, images, stats):
   np.testing.assert_allclose(pp.ten_views(images, stats, config), expected, rtol=1e-6)
   np.testing.assert_allclose(pp.center_view(images, stats, config), patches[:, 4], rtol=1e-6)
   assert pp.ten_views(images, stats, config).shape == (B, 10, C, C, 3)
+
+
+def test_bgr_views_are_the_rgb_views_with_the_channels_reversed(config, images, stats):
+  """For weights trained in Caffe: the central patch, the 10 views and the training views (their
+  RGB lighting added before the channels are reversed) in BGR order."""
+  x = images.astype(np.float32) - stats["mean"]
+  mid = (S - C) // 2
+  config.channel_order = "bgr"
+  want = x[:, mid : mid + C, mid : mid + C, ::-1]
+  np.testing.assert_allclose(pp.center_view(images, stats, config), want, rtol=1e-6)
+  ten = pp.ten_views(images, stats, config)
+  np.testing.assert_allclose(ten[:, 4], want, rtol=1e-6)
+  np.testing.assert_allclose(ten[:, 9], want[:, :, ::-1], rtol=1e-6)
+  config.augmentation.update(random_crop=False, flip=False)
+  rng = jax.random.key(3)
+  added = expected_lighting(pp.augmentation(rng, B, config)["alphas"], stats, "std")
+  views = pp.train_views(rng, images, stats, config)
+  np.testing.assert_allclose(views, want + added[:, None, None, ::-1], rtol=1e-5, atol=1e-3)
+  config.channel_order = "brg"
+  with pytest.raises(ValueError, match="channel_order='brg'"):
+    pp.center_view(images, stats, config)

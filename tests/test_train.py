@@ -88,6 +88,8 @@ def test_training_learns_and_eval_after_restore_reproduces_it(config, tmp_path):
   final = train.train_and_evaluate(config, str(tmp_path))
   losses = [m["loss"] for m in read_metrics(tmp_path) if "loss" in m]
   assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05, losses
+  epochs = {m["step"]: m["epoch"] for m in read_metrics(tmp_path)}  # 1000 images // 32 a step
+  assert epochs == {step: step / 31 for step in range(5, 81, 5)}, epochs
   assert final["center"]["top1_error"] < 0.87  # chance is 0.9
   assert final["center"]["count"] == final["ten_views"]["count"] == 1000
   written = json.loads((tmp_path / "eval_results.json").read_text())
