@@ -15,6 +15,7 @@ from supervision import (
   ConfigError,
   DataError,
   prepare,
+  retrieval,
   sharding,
   stats,
   summary,
@@ -44,12 +45,15 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, statistics and 
 flags.DEFINE_enum(
   "mode",
   "train",
-  ["train", "eval", "stats", "prepare", "summary"],
+  ["train", "eval", "stats", "prepare", "summary", "retrieval"],
   "train: train (resuming from the workdir's latest checkpoint); eval: evaluate a checkpoint "
   "of the workdir (central crop and 10 views); stats: compute the dataset statistics (mean "
   "image, RGB covariance) into the workdir; prepare: decode every split once into 256x256 "
   "JPEG records in the workdir, to train from with --config.dataset=prepared:WORKDIR; "
-  "summary: print the layer table.",
+  "summary: print the layer table; retrieval: nearest training images of the eval split's "
+  "feature vectors (WORKDIR/features/, from --mode=features) by Euclidean distance and by the "
+  "Hamming distance of auto-encoder binary codes: precision@k, time per query, "
+  "WORKDIR/retrieval.json and WORKDIR/figures/figure4_right.png.",
 )
 flags.mark_flags_as_required(["config"])
 
@@ -113,6 +117,7 @@ def main(argv: list[str]) -> None:
     stats=stats.run_stats,
     prepare=prepare.run_prepare,
     summary=print_summary,
+    retrieval=retrieval.run_retrieval,
   )
   try:
     sharding.initialize_distributed(config)
