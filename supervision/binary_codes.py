@@ -72,7 +72,7 @@ class Codec:
   scale: float
   final_loss: float
 
-  def summary(self, features: np.ndarray) -> dict:
+  def summary(self, features: jax.Array | np.ndarray) -> dict:
     """Final training loss (on features / scale) and the fraction of the noise-free code units
     of `features` within BINARY_MARGIN of 0 or 1."""
     units = np.concatenate([np.asarray(u) for u in _code_units(self, features)])
@@ -99,7 +99,7 @@ def _train_steps(state, features, scale, key, *, steps, batch_size):
   return jax.lax.scan(step, state, length=steps)
 
 
-def train(features: np.ndarray, bits: int, config: ml_collections.ConfigDict) -> Codec:
+def train(features: jax.Array | np.ndarray, bits: int, config: ml_collections.ConfigDict) -> Codec:
   """Trains the auto-encoder of `bits` code units on `features` [N, D] for `config.steps` steps
   (`config` is config.retrieval), STEPS_PER_CALL steps per call of the compiled loop."""
   model = Autoencoder(features.shape[1], bits, tuple(config.hidden), config.code_noise)
@@ -124,7 +124,7 @@ def _units(model: Autoencoder, params: Any, x: jax.Array, scale: float) -> jax.A
   return nn.sigmoid(model.apply({"params": params}, x / scale, method=Autoencoder.code_inputs))
 
 
-def _code_units(codec: Codec, features: np.ndarray) -> list[jax.Array]:
+def _code_units(codec: Codec, features: jax.Array | np.ndarray) -> list[jax.Array]:
   """The noise-free code units of `features`, in chunks of ENCODE_CHUNK vectors."""
   return [
     _units(codec.model, codec.params, features[i : i + ENCODE_CHUNK], codec.scale)
@@ -132,6 +132,6 @@ def _code_units(codec: Codec, features: np.ndarray) -> list[jax.Array]:
   ]
 
 
-def encode(codec: Codec, features: np.ndarray) -> jax.Array:
+def encode(codec: Codec, features: jax.Array | np.ndarray) -> jax.Array:
   """The binary codes of `features` [N, D]: bool [N, B] on the device, code units > 0.5."""
   return jnp.concatenate([units > 0.5 for units in _code_units(codec, features)])

@@ -20,6 +20,7 @@ k neighbours with the query's label) and timed per query on the device.
 import functools
 import json
 import time
+import zipfile
 from pathlib import Path
 
 import jax
@@ -46,11 +47,16 @@ def load_features(workdir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
       f"{path} is missing: write it with --mode=features --config.features.split={split}"
       f" --workdir={workdir} (and the same --config)."
     )
-  with np.load(path) as data:
-    missing = sorted({"features", "labels"} - set(data.files))
-    if missing:
-      raise DataError(f"{path} lacks {missing}; it has {sorted(data.files)}.")
-    features, labels = data["features"].astype(np.float32), data["labels"].astype(np.int32)
+  try:
+    with np.load(path) as data:
+      arrays = {key: data[key] for key in ("features", "labels") if key in data.files}
+      names = sorted(data.files)
+  except (OSError, ValueError, zipfile.BadZipFile) as e:
+    raise DataError(f"{path} is not a readable .npz file: {e}") from None
+  if len(arrays) < 2:
+    raise DataError(f"{path} must hold 'features' and 'labels'; it has {names}.")
+  features = arrays["features"].astype(np.float32, copy=False)
+  labels = arrays["labels"].astype(np.int32, copy=False)
   if features.ndim != 2 or labels.shape != features.shape[:1] or not len(labels):
     raise DataError(
       f"{path}: features {features.shape} and labels {labels.shape} are not [N, D] and [N], N > 0."
@@ -122,8 +128,9 @@ def euclidean_neighbours(
   queries: jax.Array,
   database: jax.Array,
   k: int,
-  query_chunk: int = 1024,
-  database_chunk: int = 8192,
+  *,
+  query_chunk: int,
+  database_chunk: int,
 ) -> tuple[jax.Array, jax.Array]:
   """(Euclidean distances [Q, k], indices [Q, k]) of the k nearest database rows to each query."""
   _check_k(k, len(database))
@@ -145,8 +152,9 @@ def hamming_neighbours(
   query_codes: jax.Array,
   database_codes: jax.Array,
   k: int,
-  query_chunk: int = 1024,
-  database_chunk: int = 8192,
+  *,
+  query_chunk: int,
+  database_chunk: int,
 ) -> tuple[jax.Array, jax.Array]:
   """(Hamming distances int32 [Q, k], indices [Q, k]) of the k nearest database codes (bool
   [N, B]) to each query code. The +-1 codes' products are exact in bfloat16 with float32 sums."""
@@ -263,10 +271,10 @@ def run_retrieval(config: ml_collections.ConfigDict, workdir: str) -> dict:
   )
   results = [dict(euclidean, bits=32 * database.shape[1])]
   for bits in r.code_bits:
-    codec = binary_codes.train(database, bits, r)
-    codes = binary_codes.encode(codec, queries[rows]), binary_codes.encode(codec, database)
+    codec = binary_codes.train(on_device[1], bits, r)
+    codes = [binary_codes.encode(codec, vectors) for vectors in on_device]
     hamming = evaluate(f"hamming_{bits}", hamming_neighbours, *codes, labels, config, k)
-    results.append(dict(hamming[0], bits=bits, autoencoder=codec.summary(queries[rows])))
+    results.append(dict(hamming[0], bits=bits, autoencoder=codec.summary(on_device[0])))
   # Chance: the expected precision of neighbours drawn at random from the database.
   classes = max(database_labels.max(), query_labels.max()) + 1
   chance = float(np.mean(np.bincount(database_labels, minlength=classes)[query_labels]))

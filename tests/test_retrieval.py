@@ -59,7 +59,9 @@ def test_hamming_neighbours_equal_brute_force():
 
 def test_more_neighbours_than_vectors_is_an_error():
   with pytest.raises(ConfigError, match="k=4 neighbours asked of a database of 3"):
-    retrieval.euclidean_neighbours(np.zeros((2, 5)), np.zeros((3, 5)), 4)
+    retrieval.euclidean_neighbours(
+      np.zeros((2, 5)), np.zeros((3, 5)), 4, query_chunk=2, database_chunk=2
+    )
 
 
 def test_precision_at_k_by_hand():
@@ -82,17 +84,26 @@ def test_autoencoder_codes_are_binary_and_retrieve_the_class():
   assert codes[0].shape == (200, 16) and codes[0].dtype == bool
   # Without the noise on the code layer about half of the units end up near 0 or 1.
   assert codec.summary(queries)["binary_fraction"] > 0.9
-  indices = np.asarray(retrieval.hamming_neighbours(*codes, 10)[1])
+  _, indices = retrieval.hamming_neighbours(*codes, 10, query_chunk=64, database_chunk=256)
+  indices = np.asarray(indices)
   precision = retrieval.precision_at_k(database_labels[indices], query_labels, (10,))[10]
   assert precision > 0.8  # chance: 1/8
 
 
-def test_missing_features_name_the_file_and_the_command(tmp_path):
+def test_missing_or_bad_features_files_are_named(tmp_path):
   with pytest.raises(FileNotFoundError) as error:
     retrieval.load_features(str(tmp_path), "validation")
   message = str(error.value)
   assert str(tmp_path / "features" / "validation.npz") in message
   assert "--mode=features --config.features.split=validation" in message
+  path = tmp_path / "features" / "train.npz"
+  path.parent.mkdir()
+  np.savez(path, features=np.zeros((3, 2)))
+  with pytest.raises(DataError, match="train.npz must hold 'features' and 'labels'; it has"):
+    retrieval.load_features(str(tmp_path), "train")
+  path.write_text("not an archive")
+  with pytest.raises(DataError, match="train.npz is not a readable .npz file"):
+    retrieval.load_features(str(tmp_path), "train")
 
 
 def test_the_mode_reports_a_missing_features_file(tmp_path):
