@@ -99,16 +99,22 @@ def _train_steps(state, features, scale, key, *, steps, batch_size):
   return jax.lax.scan(step, state, length=steps)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _start(model: Autoencoder, tx: optax.GradientTransformation, seed: int, features: jax.Array):
+  """(initial train state, the features' root-mean-square, the key of the training batches)."""
+  init_key, key = jax.random.split(jax.random.fold_in(jax.random.key(seed), model.bits))
+  params = model.init(init_key, features[:1])["params"]
+  state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  return state, jnp.sqrt(jnp.mean(jnp.square(features))), key
+
+
 def train(features: jax.Array | np.ndarray, bits: int, config: ml_collections.ConfigDict) -> Codec:
   """Trains the auto-encoder of `bits` code units on `features` [N, D] for `config.steps` steps
   (`config` is config.retrieval), STEPS_PER_CALL steps per call of the compiled loop."""
   model = Autoencoder(features.shape[1], bits, tuple(config.hidden), config.code_noise)
-  features = jax.device_put(features)
-  scale = jnp.sqrt(jnp.mean(jnp.square(features)))
-  init_key, key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), bits))
-  params = model.init(init_key, features[:1])["params"]
   tx = optax.adam(optax.cosine_decay_schedule(config.learning_rate, config.steps))
-  state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  features = jax.device_put(features)
+  state, scale, key = _start(model, tx, config.seed, features)
   run = jax.jit(_train_steps, static_argnames=("steps", "batch_size"), donate_argnums=0)
   bar = tqdm.tqdm(total=config.steps, desc=f"auto-encoder, {bits} bits", unit="step")
   for start in range(0, config.steps, STEPS_PER_CALL):
