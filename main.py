@@ -59,6 +59,12 @@ MODES = {
     "write the last hidden layer's activations of --config.features.split (default: the eval"
     " split) of a checkpoint of the workdir to WORKDIR/features/<split>.npz",
   ),
+  "retrieval": (
+    "retrieval.run_retrieval", False,
+    "from the features of the train and eval splits (--mode=features), train binary-code"
+    " auto-encoders and report Euclidean and Hamming retrieval (precision@k, time per query)"
+    " into WORKDIR/retrieval.json, with the paper's Figure 4 (right) in WORKDIR/figures/",
+  ),
   "stats": (
     "stats.run_stats", False,
     "compute the dataset statistics (mean image, RGB covariance) into the workdir",

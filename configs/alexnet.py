@@ -131,6 +131,26 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.ensemble = ml_collections.ConfigDict(dict(workdirs=()))
   config.features = ml_collections.ConfigDict(dict(split=""))
 
+  # --mode=retrieval ("Qualitative Evaluations", Figure 4 right): the eval split's vectors of
+  # WORKDIR/features/ (--mode=features) query the training split's, by Euclidean distance and by
+  # the Hamming distance of binary codes from an auto-encoder (`supervision.binary_codes`).
+  config.retrieval = ml_collections.ConfigDict(
+    dict(
+      code_bits=(64, 128, 256),  # one auto-encoder per code length
+      hidden=(1024,),  # ReLU layers of the encoder (the decoder mirrors them)
+      code_noise=2.0,  # std of the Gaussian noise on the code units' inputs in training
+      steps=10_000,  # Adam steps of each auto-encoder
+      batch_size=256,
+      learning_rate=1e-3,  # Adam's, decayed to 0 by a cosine over the steps
+      k=(1, 6, 10, 50),  # precision@k for these k (Figure 4 shows 6 neighbours)
+      num_queries=-1,  # a random subset of the eval split as queries; -1: all of it
+      query_chunk=1024,  # queries x database vectors compared at a time, on the device
+      database_chunk=8192,
+      figure_queries=5,  # rows of WORKDIR/figures/figure4_right.png (0: no figure)
+      seed=0,  # the query subset, the figure's rows, the auto-encoders' initialization
+    )
+  )
+
   # Parallelism ("Training on Multiple GPUs"): the paper's two GPUs are the mesh axis "model" of
   # size 2 (column c on model-device c); "data" splits the batch (-1: all devices "model" leaves).
   config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
