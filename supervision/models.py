@@ -245,7 +245,10 @@ class ColumnNet(nn.Module):
   activations, the input of the classifier before dropout, as `["intermediates"]["features"]`
   (a tuple of one [batch, D] array). `dtype` is the dtype of the computation (Flax's
   convention: parameters stay float32); with bfloat16 the convolutions, matmuls and pooling run
-  in bfloat16 and LRN in float32.
+  in bfloat16 and LRN in float32. A class count that the columns do not divide (ImageNet Fall
+  2011's 21,841) pads the classifier with neurons at its end, up to the next multiple; their
+  outputs are cut off the logits, so they are never predicted, take no probability and get no
+  gradient.
   """
 
   conv: Sequence[dict]
@@ -307,14 +310,15 @@ class ColumnNet(nn.Module):
     # The feature vectors of "Qualitative Evaluations" (fc7's 4096 outputs in AlexNet): the
     # classifier's input flattened as it reads it, before dropout.
     self.sow("intermediates", "features", _merge_columns(features).reshape(features.shape[1], -1))
-    x = ColumnDense(self.num_classes, self.columns, **self._layer_args(classifier))(x)
-    return _merge_columns(x).astype(jnp.float32)
+    padded = -(-self.num_classes // self.columns) * self.columns
+    x = ColumnDense(padded, self.columns, **self._layer_args(classifier))(x)
+    return _merge_columns(x)[:, : self.num_classes].astype(jnp.float32)
 
 
 def create_model(config: ml_collections.ConfigDict) -> ColumnNet:
   """Builds the network described by `config.model` for `config.num_classes` classes."""
   m = config.model
-  for layer in (*m.conv, *m.dense, config.num_classes):
+  for layer in (*m.conv, *m.dense):  # the classifier is padded (`ColumnNet`)
     features = layer["features"] if isinstance(layer, dict) else layer
     if features % m.columns:
       raise ConfigError(

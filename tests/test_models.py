@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import alexnet, smoke
-from supervision import ConfigError, models, sharding, summary
+from supervision import ConfigError, models, sharding, summary, train
 
 PAPER_NEURONS = [290_400, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000]
 
@@ -224,9 +224,57 @@ def test_logits_and_dropout(alexnet_params):
 
 def test_indivisible_columns_are_a_config_error():
   config = alexnet.get_config()
-  config.num_classes = 999
-  with pytest.raises(ValueError, match="999"):
+  config.model.dense = (4095, 4096)
+  with pytest.raises(ConfigError, match="4095"):
     models.create_model(config)
+
+
+@pytest.mark.parametrize("num_classes", [11, 10])
+def test_a_class_count_the_columns_do_not_divide_pads_the_classifier(num_classes):
+  """Two columns, one 1x1 conv layer of 2 kernels per column, then the classifier: 11 classes
+  give 6 neurons a column, the last of column 1 unused. numpy computes the net by hand: the
+  logits are the first 11 neurons, the softmax is over them alone, the unused neuron changes
+  nothing however large its bias, and its weights get no gradient from the loss while the
+  others get (softmax - onehot) times the inputs. 10 classes: every neuron, as in the paper."""
+  config = alexnet.get_config()
+  config.model.conv, config.model.dense = (alexnet.conv("conv1", 4, 1, reads="all"),), ()
+  config.model.init_bias_one, config.num_classes = (), num_classes
+  model, rng = models.create_model(config), np.random.default_rng(0)
+  images, labels = rng.normal(size=(5, 3, 3, 3)).astype(np.float32), np.array([0, 3, 9, 10, 1])
+  labels = labels % num_classes
+  shapes = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
+  params = jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), shapes)
+  per_column = -(-num_classes // 2)
+  assert params["fc2"]["kernel"].shape == (2, 3 * 3 * 4, per_column)
+
+  k, b = params["conv1"]["kernel"], params["conv1"]["bias"]
+  inputs = np.concatenate([np.maximum(images @ k[c, 0, 0] + b[c], 0) for c in range(2)], -1)
+  inputs = inputs.reshape(5, -1)  # both columns' maps, as every FC column reads them
+  w, bias = params["fc2"]["kernel"], params["fc2"]["bias"]
+  neurons = np.concatenate([inputs @ w[c] + bias[c] for c in range(2)], -1)
+  want = neurons[:, :num_classes]
+  softmax = np.exp(want - want.max(-1, keepdims=True))
+  softmax /= softmax.sum(-1, keepdims=True)
+  logits = model.apply({"params": params}, images)
+  np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(jax.nn.softmax(logits), softmax, rtol=1e-5, atol=1e-6)
+
+  def loss(params):
+    log_probs = jax.nn.log_softmax(model.apply({"params": params}, images))
+    return train.classification_metrics(log_probs, labels)["loss"].mean()
+
+  grads = jax.grad(loss)(params)["fc2"]
+  onehot = np.eye(num_classes)[labels]
+  d_neurons = np.pad((softmax - onehot) / 5, ((0, 0), (0, 2 * per_column - num_classes)))
+  for c in range(2):
+    d = d_neurons[:, c * per_column : (c + 1) * per_column]
+    np.testing.assert_allclose(grads["kernel"][c], inputs.T @ d, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(grads["bias"][c], d.sum(0), rtol=1e-4, atol=1e-6)
+  if num_classes % 2:
+    assert not np.any(grads["kernel"][1, :, -1]) and grads["bias"][1, -1] == 0
+    big = jax.tree.map(np.copy, params)
+    big["fc2"]["bias"][1, -1] = 1e30
+    np.testing.assert_array_equal(model.apply({"params": big}, images), logits)
 
 
 def test_summary_places_half_of_each_layer_on_each_model_device():
