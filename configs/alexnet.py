@@ -38,6 +38,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.dataset = "imagenet2012"
   config.data_dir = ""
   config.class_list = ""
+  # Folder datasets: the classes (folder names) to read, label i for the i-th, the other
+  # classes' folders left out; (): all classes (the class_list's, or the sorted folders).
+  config.classes = ()
   config.num_classes = 1000
   config.image_size = 256  # shorter side rescaled to 256, then the central 256x256 patch
   config.crop_size = 224  # random 224x224 patches for training

@@ -3,7 +3,8 @@
 `config.dataset` names the source:
 
   imagenet2012, cifar10, ...   a TFDS dataset in `config.data_dir` (random access, array_record)
-  folder:/path                 image files in /path/<split>/<class>/<file>
+  folder:/path                 image files in /path/<split>/<class>/<file> (`config.classes`
+                               selects some of the classes)
   prepared:/path               a dataset prepared once with --mode=prepare (`supervision.prepared`)
   fake                         random images, for throughput benchmarks only
 
@@ -224,20 +225,56 @@ def folder_classes(root: Path, class_list: str) -> list[str]:
   return names
 
 
+def _folder_dataset(config: ml_collections.ConfigDict) -> tuple[Path, list[str]]:
+  """The root of a folder dataset and its class names in label order (`_chosen_classes`), as
+  many as `config.num_classes`."""
+  root = Path(config.dataset.removeprefix(FOLDER_PREFIX))
+  where = config.class_list or root
+  classes = _chosen_classes(folder_classes(root, config.class_list), config, where)
+  _check_num_classes(len(classes), "config.classes" if config.classes else where, config)
+  return root, classes
+
+
+def _chosen_classes(classes: list[str], config: ml_collections.ConfigDict, where: Any) -> list[str]:
+  """`config.classes`, which must be distinct names of `classes` (those of `where`), or where it
+  is empty all of `classes`."""
+  if not config.classes:
+    return classes
+  unknown = [name for name in config.classes if name not in classes]
+  if unknown or len(set(config.classes)) < len(config.classes):
+    raise DataError(
+      f"config.classes={tuple(config.classes)}: {unknown[:5] or 'a class named twice'}; give"
+      f" distinct classes of {where} ({', '.join(classes[:4])}, ...) as a tuple, e.g."
+      f' --config.classes="{tuple(classes[:2])}".'
+    )
+  return list(config.classes)
+
+
+def _no_class_subset(config: ml_collections.ConfigDict) -> None:
+  """`config.classes` is only for folder datasets."""
+  if config.classes and not config.dataset.startswith(FOLDER_PREFIX):
+    raise ConfigError(
+      f"config.classes selects class folders of a folder:/path dataset, not of"
+      f" {config.dataset!r}; leave it empty."
+    )
+
+
 def folder_splits(root: Path) -> list[str]:
   """The split folders (of `FOLDER_SPLITS`) in `root`."""
   return [split for split in FOLDER_SPLITS if (root / split).is_dir()]
 
 
 def folder_source(root: Path, split: str, classes: list[str], image_size: int) -> FolderSource:
-  """All files in ROOT/<split>/<class>/ (decoded by content, so any extension), sorted; the
-  label of a class folder is its index in `classes`."""
+  """All files in ROOT/<split>/<class>/ for the classes of `classes` (decoded by content, so any
+  extension), sorted; the label of a class folder is its index in `classes`."""
   index = {name: i for i, name in enumerate(classes)}
   split_dir = _split_dir(root, split)
   files, labels, loose = [], [], []
   for folder in _visible(split_dir):
     if not folder.is_dir():
       loose.append(folder.name)
+      continue
+    if folder.name not in index:  # a class that config.classes leaves out
       continue
     paths = [e.path for e in _visible(folder) if e.is_file()]
     files += paths
@@ -307,6 +344,7 @@ def _check_num_classes(found: int, where: Any, config: ml_collections.ConfigDict
 def decoding_source(config: ml_collections.ConfigDict, split: str) -> Any:
   """The random-access source of `config.dataset` for `split`: index -> example, decoded at
   each read. Listing it decodes nothing."""
+  _no_class_subset(config)
   if config.dataset == "fake":
     logging.warning("Dataset 'fake': random images, for throughput benchmarks only.")
     size = FAKE_SIZES.get(split, FAKE_EVAL_SIZE)
@@ -316,9 +354,7 @@ def decoding_source(config: ml_collections.ConfigDict, split: str) -> Any:
     metadata = prepared.read_metadata(path, config)
     return prepared.PreparedSource(path, metadata, split_alias(split, metadata["splits"]))
   if config.dataset.startswith(FOLDER_PREFIX):
-    root = Path(config.dataset.removeprefix(FOLDER_PREFIX))
-    classes = folder_classes(root, config.class_list)
-    _check_num_classes(len(classes), config.class_list or root, config)
+    root, classes = _folder_dataset(config)
     return folder_source(root, split, classes, config.image_size)
   return tfds_source(config, split)
 
@@ -326,10 +362,9 @@ def decoding_source(config: ml_collections.ConfigDict, split: str) -> Any:
 def source_classes_and_splits(config: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
   """The class names (in label order) and the split names of a folder or TFDS dataset (TFDS
   prepares it first, as reading it would)."""
+  _no_class_subset(config)
   if config.dataset.startswith(FOLDER_PREFIX):
-    root = Path(config.dataset.removeprefix(FOLDER_PREFIX))
-    classes = folder_classes(root, config.class_list)
-    _check_num_classes(len(classes), config.class_list or root, config)
+    root, classes = _folder_dataset(config)
     return classes, folder_splits(root)
   builder = _tfds_builder(config)
   builder.download_and_prepare()
@@ -340,10 +375,13 @@ def source_classes_and_splits(config: ml_collections.ConfigDict) -> tuple[list[s
 
 def class_names(config: ml_collections.ConfigDict) -> list[str]:
   """The class names of `config.dataset` in label order, reading no image: a folder dataset's
-  (`folder_classes`), those of `config.class_list`, a prepared dataset's, or TFDS's label
-  names."""
+  (`folder_classes`, or `config.classes`), those of `config.class_list`, a prepared dataset's,
+  or TFDS's label names."""
+  _no_class_subset(config)
   if config.dataset.startswith(FOLDER_PREFIX):
-    return folder_classes(Path(config.dataset.removeprefix(FOLDER_PREFIX)), config.class_list)
+    root = Path(config.dataset.removeprefix(FOLDER_PREFIX))
+    where = config.class_list or root
+    return _chosen_classes(folder_classes(root, config.class_list), config, where)
   if config.class_list:
     return read_class_list(config.class_list)
   if config.dataset.startswith(prepared.PREFIX):

@@ -119,6 +119,42 @@ def test_class_folder_missing_from_the_class_list_is_named(image_folder, folder_
     ip.make_source(config, "val")
 
 
+def test_classes_select_some_class_folders_in_their_order(image_folder, folder_config):
+  """Label i is the i-th class of config.classes, whatever the folders' order; the images of the
+  other folders are left out of every split."""
+  # Grey levels: train a 1-2, b 3, c 4-6; test a 7, c 8.
+  image_folder({"train": {"a": 2, "b": 1, "c": 3}, "test": {"a": 1, "c": 1}})
+  config = folder_config(image_folder.root, 2, classes=("c", "a"))
+  want = dict(train={1: 1, 2: 1, 4: 0, 5: 0, 6: 0}, test={7: 1, 8: 0})
+  for split, labels in want.items():
+    source = ip.make_source(config, split)
+    examples = [source[i] for i in range(len(source))]
+    assert {int(e["image"][0, 0, 0]): int(e["label"]) for e in examples} == labels
+  classes, _ = ip.source_classes_and_splits(config)
+  assert classes == ["c", "a"]
+
+
+@pytest.mark.parametrize(
+  "classes,num_classes,match",
+  [
+    (("a", "x"), 2, r"config.classes=\('a', 'x'\): \['x'\]"),
+    (("a,b",), 1, r"\['a,b'\].*as a tuple, e.g. --config.classes=\"\('a', 'b'\)\""),
+    (("a", "a"), 2, "a class named twice"),
+    (("a",), 2, "config.classes has 1 classes but config.num_classes=2"),
+  ],
+)
+def test_bad_classes_are_named(image_folder, folder_config, classes, num_classes, match):
+  image_folder({"train": {"a": 1, "b": 1}})
+  with pytest.raises(ip.DataError, match=match):
+    ip.make_source(folder_config(image_folder.root, num_classes, classes=classes), "train")
+
+
+def test_classes_of_a_dataset_without_class_folders_is_a_config_error(folder_config):
+  config = folder_config("unused", 10, dataset="fake", classes=("a",))
+  with pytest.raises(ip.ConfigError, match="config.classes selects class folders"):
+    ip.decoding_source(config, "train")
+
+
 def test_wrong_num_classes_is_named(image_folder, folder_config):
   image_folder({"train": {"a": 1, "b": 1}})
   with pytest.raises(ip.DataError, match="has 2 classes but config.num_classes=5"):
@@ -133,7 +169,9 @@ def test_split_sizes(image_folder, folder_config):
 
 def test_imagenet2012_without_its_files_says_where_to_put_them(tmp_path):
   pytest.importorskip("tensorflow_datasets", reason="TFDS is not installed")
-  config = ip.ml_collections.ConfigDict(dict(dataset="imagenet2012", data_dir=str(tmp_path)))
+  config = ip.ml_collections.ConfigDict(
+    dict(dataset="imagenet2012", data_dir=str(tmp_path), classes=())
+  )
   with pytest.raises(ip.DataError) as error:
     ip.make_source(config, "train")
   message = str(error.value)
@@ -286,6 +324,7 @@ def test_imagenet_samples_decode_without_error(imagenet_samples_dir, imagenet_cl
     dict(
       dataset=f"folder:{imagenet_samples_dir}",
       class_list=str(imagenet_classes_file),
+      classes=(),
       num_classes=1000,
       image_size=256,
       eval_split="validation",
