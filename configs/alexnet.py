@@ -116,6 +116,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.max_lr_drops = 3
   config.lr_step_epochs = (30, 60, 80)  # for lr_schedule = "step"
   config.seed = 0
+  # Fine-tuning: a new run (its workdir has no checkpoint) starts from the layers of the run in
+  # this workdir (its checkpoint of init_from_step, -1: the latest) whose names and shapes match,
+  # all but the classifier; optimizer state, step and schedule start fresh. "": from scratch.
+  config.init_from = ""
+  config.init_from_step = -1
 
   # Bookkeeping.
   config.log_every_steps = 50

@@ -2,6 +2,7 @@
 
 import json
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,26 @@ def restore_params(
       config = ml_collections.ConfigDict(restored.meta["config"])
       return restored.state["params"], config, int(candidate)
   raise CheckpointError(f"No checkpoint in {directory} restores (steps {steps}).")
+
+
+def matching_layers(params: Any, source: Any, classifiers: Collection[str]) -> dict:
+  """The layers of `source` (another run's params) that a model with `params` (arrays or shapes)
+  starts from: every layer of the same name and shapes but the `classifiers` (the two nets'),
+  which start anew, as do the layers that `source` lacks. A layer of the same name with other
+  shapes is a ConfigError naming it and both shapes."""
+  shapes = lambda layer: {k: tuple(v.shape) for k, v in sorted(layer.items())}  # noqa: E731
+  matching = {}
+  for name, layer in params.items():
+    if name in classifiers or name not in source:
+      continue
+    if shapes(layer) != shapes(source[name]):
+      raise ConfigError(
+        f"config.init_from: layer {name} has shapes {shapes(source[name])} there and"
+        f" {shapes(layer)} here; fine-tuning restores only layers of the same shapes (the"
+        f" classifiers, {' and '.join(sorted(classifiers))}, start anew)."
+      )
+    matching[name] = source[name]
+  return matching
 
 
 def check_config(manager: ocp.CheckpointManager, config: ml_collections.ConfigDict) -> None:

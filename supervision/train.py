@@ -49,12 +49,16 @@ def step_keys(state: TrainState) -> tuple[jax.Array, jax.Array]:
 
 
 def create_train_state(
-  config: ml_collections.ConfigDict, model: models.ColumnNet, tx: optax.GradientTransformation
+  config: ml_collections.ConfigDict,
+  model: models.ColumnNet,
+  tx: optax.GradientTransformation,
+  layers: dict | None = None,
 ) -> TrainState:
-  """Initial state from `config.seed` (the paper's initialization is in the model)."""
+  """Initial state from `config.seed` (the paper's initialization is in the model); `layers`
+  (fine-tuning: `Trainer.init_from_layers`) replace the initial parameters of those layers."""
   init_key, key = jax.random.split(jax.random.key(config.seed))
   images = jnp.zeros((1, config.crop_size, config.crop_size, 3), jnp.float32)
-  return state_from_params(model.init(init_key, images)["params"], tx, key)
+  return state_from_params(model.init(init_key, images)["params"] | (layers or {}), tx, key)
 
 
 def state_from_params(params: Any, tx: optax.GradientTransformation, key: jax.Array) -> TrainState:
@@ -206,6 +210,30 @@ class Trainer:
       self.state_shardings,
     )
 
+  def init_from_layers(self) -> dict:
+    """The layers of the run `config.init_from` (its checkpoint of `config.init_from_step`, -1:
+    the latest) that this model starts from: those of the same name and shapes but the
+    classifiers of both nets (`checkpoint.matching_layers`). Says what is restored and what
+    starts anew."""
+    config = self.config
+    step = config.init_from_step if config.init_from_step >= 0 else None
+    try:
+      source, source_config, step = checkpoint.restore_params(config.init_from, step)
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"config.init_from={config.init_from!r}: {e}") from None
+    params = self.abstract_state().params
+    nets = (self.model, models.create_model(source_config))
+    classifiers = {net.dense_names()[-1] for net in nets}
+    layers = checkpoint.matching_layers(params, source, classifiers)
+    new, unused = [n for n in params if n not in layers], [n for n in source if n not in params]
+    line = (
+      f"Fine-tuning from {config.init_from}, step {step} ({source_config.num_classes} classes):"
+      f" restored {', '.join(layers) or 'no layer'}; new: {', '.join(new)}"
+      f" ({config.num_classes} classes)"
+    )
+    say(line + (f"; not used: {', '.join(unused)}." if unused else "."))
+    return layers
+
   def evaluate(self, params: Any, ten_views: bool = False) -> dict[str, float]:
     """Top-1/top-5 error and loss over the whole eval split (each example exactly once)."""
     totals: dict[str, float] = {}
@@ -305,8 +333,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager: Any) -> dic
   restored = checkpoint.restore(
     manager, trainer.abstract_state(), train_iter, config, set_aside=True
   )
-  if restored is None:
-    state = trainer.init_state()
+  if restored is None:  # a fresh start, or fine-tuning; a resumed run ignores config.init_from
+    state = trainer.init_state(trainer.init_from_layers() if config.init_from else None)
   else:
     state, meta = restored
     plateau = optim.Plateau(**meta["plateau"])
