@@ -6,7 +6,9 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 import tensorstore
 from absl import logging
@@ -136,7 +138,8 @@ def restore_params(
     for candidate in [step] if step is not None else steps:
       try:
         _read_all_arrays(directory / str(candidate))
-        args = ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+        state = ocp.args.StandardRestore(_numpy_target(directory / str(candidate)))
+        args = ocp.args.Composite(state=state, meta=ocp.args.JsonRestore())
         restored = manager.restore(candidate, args=args)
       except Exception as e:  # Orbax and TensorStore raise many kinds for damaged files.
         if step is not None:
@@ -150,6 +153,14 @@ def restore_params(
       config = ml_collections.ConfigDict(restored.meta["config"])
       return restored.state["params"], config, int(candidate)
   raise CheckpointError(f"No checkpoint in {directory} restores (steps {steps}).")
+
+
+def _numpy_target(path: Path) -> Any:
+  """numpy arrays of the shapes and dtypes of the state of the checkpoint at `path`: restored
+  into them, a checkpoint saved on any devices (a mesh of two GPUs, say) reads on any others."""
+  with ocp.StandardCheckpointer() as checkpointer:
+    tree = checkpointer.metadata(path / "state").item_metadata.tree
+  return jax.tree.map(lambda leaf: np.empty(leaf.shape, leaf.dtype), tree)
 
 
 def matching_layers(params: Any, source: Any, classifiers: Collection[str]) -> dict:

@@ -1,12 +1,22 @@
 """Orbax checkpoints: what is kept, and what comes back."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import flax.struct
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from configs import smoke
 from supervision import checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @flax.struct.dataclass
@@ -73,3 +83,26 @@ def test_a_checkpoint_without_a_stream_position_leaves_the_iterator_at_its_start
   state, meta = checkpoint.restore(manager, abstract, iterator, config)
   np.testing.assert_array_equal(state.w, 1.0)
   assert meta["note"] == 0
+
+
+def test_restore_params_reads_a_checkpoint_of_other_devices(tmp_path):
+  """Saved from a mesh of the 4 (simulated) devices, with column c on model-device c; read back as
+  numpy arrays by a process that has one device."""
+  config = smoke.get_config()
+  mesh = jax.make_mesh((2, 2), ("data", "model"))
+  kernel = np.arange(12, dtype=np.float32).reshape(2, 3, 2)
+  params = {"fc": {"kernel": jax.device_put(kernel, NamedSharding(mesh, P("model")))}}
+  state = TrainState(step=jnp.int32(5), params=params, opt_state=(jnp.zeros(2),))
+  with checkpoint.create_manager(str(tmp_path), config) as manager:
+    checkpoint.save(manager, state, {}, {}, config)
+    manager.wait_until_finished()
+  read = (
+    "import sys; from supervision import checkpoint;"
+    f" params, _, step = checkpoint.restore_params({str(tmp_path)!r});"
+    " print(type(params['fc']['kernel']).__name__, step, params['fc']['kernel'].sum())"
+  )
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  result = subprocess.run(
+    [sys.executable, "-c", read], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+  )
+  assert result.stdout.split() == ["ndarray", "5", "66.0"], result.stderr
