@@ -264,6 +264,27 @@ MUTANTS = [
     "step = None",
     "tests/test_failures.py::test_eval_restores_the_step_it_is_given",
   ),
+  # Fine-tuning, class counts, class subsets.
+  mutant(
+    "padded classifier: the first neurons cut off", "supervision/models.py",
+    "_merge_columns(x)[:, : self.num_classes]", "_merge_columns(x)[:, -self.num_classes :]",
+    "tests/test_models.py::test_a_class_count_the_columns_do_not_divide_pads_the_classifier",
+  ),
+  mutant(
+    "fine-tuning restores the classifier too", "supervision/checkpoint.py",
+    "if name in classifiers or name not in source:", "if name not in source:",
+    "tests/test_finetune.py::test_restores_the_matching_layers_and_starts_the_classifier_anew",
+  ),
+  mutant(
+    "init_from applied to a resumed run too", "supervision/train.py",
+    "  if restored is None:  # a fresh start", "  if restored is None or config.init_from:  #",
+    "tests/test_finetune.py::test_a_run_with_its_own_checkpoint_resumes_and_ignores_init_from",
+  ),
+  mutant(
+    "config.classes labelled in folder order", "supervision/input_pipeline.py",
+    "  return list(config.classes)", "  return sorted(config.classes)",
+    "tests/test_input_pipeline.py::test_classes_select_some_class_folders_in_their_order",
+  ),
   # Figures.
   mutant(
     "figure: conv1 kernels read across the column axis", "supervision/figures.py",
