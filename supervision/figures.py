@@ -150,7 +150,7 @@ def run_figures(config: ml_collections.ConfigDict, workdir: str) -> dict:
   `workdir`, whatever its model, and WORKDIR/metrics.jsonl drawn into WORKDIR/figures/; the
   paths and the mean chroma of each column's first-layer kernels printed and written to
   WORKDIR/figures/figures.json, which this returns."""
-  step = config.eval_checkpoint_step if config.eval_checkpoint_step > 0 else None
+  step = checkpoint.requested_step(config)
   params, trained, step = checkpoint.restore_params(workdir, step)
   out = Path(workdir) / "figures"
   out.mkdir(exist_ok=True)

@@ -166,11 +166,6 @@ def load(config: ml_collections.ConfigDict, workdir: str, step: int | None = Non
   return Network(workdir, step, net_config, mesh, model, params, data_stats)
 
 
-def checkpoint_step(config: ml_collections.ConfigDict) -> int | None:
-  """The step that `config.eval_checkpoint_step` asks for; None: the latest."""
-  return config.eval_checkpoint_step if config.eval_checkpoint_step > 0 else None
-
-
 def dataset_classes(net: Network) -> list[str]:
   """The class names of the run's dataset (`input_pipeline.class_names`), as many as the
   network has outputs."""
@@ -274,7 +269,7 @@ def write_features(config: ml_collections.ConfigDict, workdir: str) -> Path:
   `config.features.split` ("": the eval split), every example, to
   `workdir/features/<split>.npz`: "features" float32 [N, D] and "labels" int32 [N], row i the
   i-th readable example in the split's order."""
-  net = load(config, workdir, checkpoint_step(config))
+  net = load(config, workdir, checkpoint.requested_step(config))
   dataset_classes(net)
   split = config.features.split or config.eval_split
   source = input_pipeline.make_source(net.config, split)

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
-from supervision import ConfigError, DataError, inference, input_pipeline, train
+from supervision import ConfigError, DataError, checkpoint, inference, input_pipeline, train
 
 TOP = 5
 FIGURE_INCHES = (3.0, 4.5)  # at FIGURE_DPI: 300 x 450 pixels
@@ -101,7 +101,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   per image read; an unreadable file is named in a warning, and the others are predicted.
   """
   files = image_files(config.predict.path)
-  net = inference.load(fit_batch(config, len(files)), workdir, inference.checkpoint_step(config))
+  net = inference.load(fit_batch(config, len(files)), workdir, checkpoint.requested_step(config))
   folders = inference.dataset_classes(net)
   names = display_names(config, folders)
   by_folder = {name: label for label, name in enumerate(folders)}

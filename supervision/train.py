@@ -436,7 +436,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
       )
     checkpoint.check_config(manager, config)
     trainer = Trainer(config, workdir)
-    step = config.eval_checkpoint_step if config.eval_checkpoint_step > 0 else None
+    step = checkpoint.requested_step(config)
     state, _ = checkpoint.restore(manager, trainer.abstract_state(), None, config, step=step)
   return evaluate_views(trainer, state.params, workdir, step=int(state.step))
 

@@ -259,9 +259,9 @@ MUTANTS = [
     "tests/test_train.py::test_sigterm_saves_exits_and_resumes_after_its_step",
   ),
   mutant(
-    "eval_checkpoint_step ignored", "supervision/train.py",
-    "step = config.eval_checkpoint_step if config.eval_checkpoint_step > 0 else None",
-    "step = None",
+    "eval_checkpoint_step ignored", "supervision/checkpoint.py",
+    "return config.eval_checkpoint_step if config.eval_checkpoint_step > 0 else None",
+    "return None",
     "tests/test_failures.py::test_eval_restores_the_step_it_is_given",
   ),
   # Fine-tuning, class counts, class subsets.
