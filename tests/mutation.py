@@ -202,11 +202,12 @@ MUTANTS = [
   ),
   mutant(
     "the model ignores the pooling window", "supervision/models.py",
-    'window, stride = (self.pool["window"],) * 2', 'window, stride = (3, 3)', PAPER,
+    'window, stride = self.pool["window"], self.pool["stride"]',
+    'window, stride = 3, self.pool["stride"]', PAPER,
   ),
   mutant(
     "max and average pooling swapped", "supervision/models.py",
-    '{"max": nn.max_pool, "avg": nn.avg_pool}', '{"max": nn.avg_pool, "avg": nn.max_pool}', PAPER,
+    '    if kind == "max":\n', '    if kind == "avg":\n', PAPER,
   ),
   mutant(
     "ReLU is GELU", "supervision/models.py", '"relu": nn.relu', '"relu": nn.gelu', PAPER,

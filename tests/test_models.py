@@ -1,5 +1,6 @@
 """The network of "The Architecture" / Figure 2, checked against the paper's numbers."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -319,18 +320,25 @@ def test_summary_places_half_of_each_layer_on_each_model_device():
     assert row["sharding"] == "P('model',): column c on model-device c", row
 
 
-@pytest.mark.parametrize("stride,pads", [(4, ((0, 3), (0, 3))), (1, ((2, 2), (2, 2)))])
-def test_cpu_convolution_gradients_equal_xla(stride, pads):
-  x = jax.random.normal(jax.random.key(0), (2, 23, 23, 3))
-  w = jax.random.normal(jax.random.key(1), (5, 5, 3, 4))
-
-  def loss(conv):
-    return lambda x, w: jnp.sum(jnp.sin(conv(x, w, stride, pads)))
-
-  got = jax.grad(loss(models.conv2d_cpu), argnums=(0, 1))(x, w)
-  want = jax.grad(loss(models._conv2d), argnums=(0, 1))(x, w)
-  for g, r in zip(got, want, strict=True):
-    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+@pytest.mark.parametrize(
+  "shape,window,stride",
+  [
+    ((2, 3, 11, 11, 5), 3, 2),
+    ((1, 2, 10, 10, 3), 2, 2),
+    ((1, 2, 13, 12, 3), 3, 2),
+    ((2, 9, 9, 2), 2, 3),
+  ],
+)
+def test_cpu_max_pooling_gradient_equals_xla(shape, window, stride):
+  """Overlapping, non-overlapping and gapped windows, odd sizes; values rounded to one decimal
+  after a ReLU, so that windows hold ties (their gradient goes to the first maximum)."""
+  x = jnp.round(jax.nn.relu(jax.random.normal(jax.random.key(0), shape)), 1)
+  pool = lambda x: nn.max_pool(x, (window,) * 2, (stride,) * 2, padding="VALID")  # noqa: E731
+  weights = jax.random.normal(jax.random.key(1), pool(x).shape)
+  got = jax.grad(lambda x: jnp.sum(models.max_pool_cpu(x, window, stride) * weights))(x)
+  want = jax.grad(lambda x: jnp.sum(pool(x) * weights))(x)
+  np.testing.assert_array_equal(models.max_pool_cpu(x, window, stride), pool(x))
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_bfloat16_computes_in_bfloat16_with_float32_parameters():
@@ -350,7 +358,7 @@ def test_bfloat16_computes_in_bfloat16_with_float32_parameters():
   convs = [line for line in jaxpr if "conv_general_dilated" in line]
   assert len(convs) == 3 * 2 and all("bf16[" in line for line in convs), convs  # 3 layers x 2
   assert any("dot_general" in line and "bf16[" in line for line in jaxpr)
-  lrn = [line for line in jaxpr if "pow" in line]  # the LRN's denominator ** -beta
+  lrn = [line for line in jaxpr if "rsqrt" in line]  # the LRN's denominator ** -0.75
   assert lrn and all("f32[" in line and "bf16[" not in line for line in lrn), lrn
 
 
