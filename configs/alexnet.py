@@ -78,8 +78,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # "Local Response Normalization"; alpha_over_n switches to the convention of cuda-convnet's
   # released code and Caffe, where alpha is divided by n; across_columns runs the window over the
   # maps of all columns instead of each column's own (the two GPUs').
+  # after_pool normalizes the pooled maps instead (cuda-convnet's CIFAR-10 nets).
   m.lrn = ml_collections.ConfigDict(
-    dict(k=2.0, n=5, alpha=1e-4, beta=0.75, alpha_over_n=False, across_columns=False)
+    dict(
+      k=2.0, n=5, alpha=1e-4, beta=0.75, alpha_over_n=False, across_columns=False, after_pool=False
+    )
   )
   m.pool = ml_collections.ConfigDict(dict(window=3, stride=2))  # "Overlapping Pooling"
   # `features` counts the kernels of both columns together; `reads` is which maps of the layer
@@ -97,7 +100,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   m.dense = (4096, 4096)  # fc6, fc7; fc8 has num_classes outputs
   m.dropout_rate = 0.5  # on the outputs of fc6 and fc7 ("Dropout")
   m.dropout_form = "paper"  # or "inverted" (`supervision.models.Dropout`)
+  m.init = "normal"  # or "scaled": fan-in scaled, He (ReLU) or LeCun (tanh) normal
   m.init_std = 0.01  # weights ~ N(0, 0.01) ("Details of learning")
+  m.layer_init_std = {}  # {layer name: std} in place of init_std for those layers
   m.init_bias_one = ("conv2", "conv4", "conv5", "fc6", "fc7")  # biases 1 here, 0 elsewhere
   m.dtype = "float32"
 
@@ -116,6 +121,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.max_lr_drops = 3
   config.lr_step_epochs = (30, 60, 80)  # for lr_schedule = "step"
   config.seed = 0
+  # When > 0, training ends at the first logged interval whose mean training top-1 error is at
+  # most this (Figure 1 measures the time to 25%); -1: it runs all its steps.
+  config.stop_at_train_error = -1.0
   # Fine-tuning: a new run (its workdir has no checkpoint) starts from the layers of the run in
   # this workdir (its checkpoint of init_from_step, -1: the latest) whose names and shapes match,
   # all but the classifier; optimizer state, step and schedule start fresh. "": from scratch.

@@ -27,6 +27,9 @@ MODEL_AXIS = "model"
 DATA_AXIS = "data"
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
 POOLS = {"max": nn.max_pool, "avg": nn.avg_pool}
+# config.model.init "scaled": the fan-in scaled initialisation suited to each activation.
+SCALED_INITS = {"relu": nn.initializers.he_normal, "tanh": nn.initializers.lecun_normal}
+INITS = ("normal", "scaled")
 DROPOUT_FORMS = ("paper", "inverted")
 DTYPES = ("float32", "bfloat16")  # of the computation (config.model.dtype)
 
@@ -260,7 +263,9 @@ class ColumnNet(nn.Module):
   pool: dict
   dropout_rate: float
   dropout_form: str
+  initialization: str  # config.model.init ("init" is a Module's method)
   init_std: float
+  layer_init_std: dict
   init_bias_one: Sequence[str]
   dtype: Any = jnp.float32
 
@@ -275,12 +280,25 @@ class ColumnNet(nn.Module):
 
   def _layer_args(self, name: str) -> dict:
     bias = 1.0 if name in self.init_bias_one else 0.0
+    if self.initialization == "scaled":  # fan-in scaled: He for ReLUs, LeCun for tanh units
+      kernel_init = SCALED_INITS[self.activation](in_axis=-2, out_axis=-1, batch_axis=(0,))
+    else:
+      kernel_init = nn.initializers.normal(self.layer_init_std.get(name, self.init_std))
     return dict(
-      kernel_init=nn.initializers.normal(self.init_std),
+      kernel_init=kernel_init,
       bias_init=nn.initializers.constant(bias),
       dtype=self.dtype,
       name=name,
     )
+
+  def _lrn(self, x: jax.Array) -> jax.Array:
+    """LRN with its sums of squares in float32 (bfloat16 has 8 bits of mantissa)."""
+    lrn = {k: v for k, v in self.lrn.items() if k != "after_pool"}
+    return local_response_norm(x.astype(jnp.float32), **lrn).astype(self.dtype)
+
+  def _pool(self, kind: str, x: jax.Array) -> jax.Array:
+    window, stride = (self.pool["window"],) * 2, (self.pool["stride"],) * 2
+    return POOLS[kind](x, window, strides=stride, padding="VALID")
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -297,11 +315,9 @@ class ColumnNet(nn.Module):
         **self._layer_args(layer["name"]),
       )(x, x_columns)
       x, x_columns = act(x), True
-      if layer["lrn"]:  # its sums of squares in float32 (bfloat16 has 8 bits of mantissa)
-        x = local_response_norm(x.astype(jnp.float32), **self.lrn).astype(self.dtype)
-      if layer["pool"]:
-        window, stride = (self.pool["window"],) * 2, (self.pool["stride"],) * 2
-        x = POOLS[layer["pool"]](x, window, strides=stride, padding="VALID")
+      lrn = self._lrn if layer["lrn"] else lambda x: x
+      pool = functools.partial(self._pool, layer["pool"]) if layer["pool"] else lambda x: x
+      x = lrn(pool(x)) if self.lrn["after_pool"] else pool(lrn(x))
     *hidden, classifier = self.dense_names()
     features = x  # the last hidden layer's output: the last conv layer's, or an FC layer's
     for name, size in zip(hidden, self.dense, strict=True):
@@ -336,9 +352,11 @@ def create_model(config: ml_collections.ConfigDict) -> ColumnNet:
     raise ConfigError(f"config.model.dropout_form={m.dropout_form!r}; choose from {DROPOUT_FORMS}.")
   if not 0 <= m.dropout_rate < 1:
     raise ConfigError(f"config.model.dropout_rate={m.dropout_rate} must be >= 0 and < 1.")
+  if m.init not in INITS:
+    raise ConfigError(f"config.model.init={m.init!r}; choose from {list(INITS)}.")
   if m.dtype not in DTYPES:
     raise ConfigError(f"config.model.dtype={m.dtype!r}; choose from {list(DTYPES)}.")
-  return ColumnNet(
+  net = ColumnNet(
     conv=tuple(m.conv),
     dense=tuple(m.dense),
     num_classes=config.num_classes,
@@ -348,7 +366,15 @@ def create_model(config: ml_collections.ConfigDict) -> ColumnNet:
     pool=m.pool.to_dict(),
     dropout_rate=m.dropout_rate,
     dropout_form=m.dropout_form,
+    initialization=m.init,
     init_std=m.init_std,
+    layer_init_std=dict(m.layer_init_std),
     init_bias_one=tuple(m.init_bias_one),
     dtype=jnp.dtype(m.dtype),
   )
+  names = [layer["name"] for layer in m.conv] + net.dense_names()
+  if unknown := sorted(set(m.layer_init_std) - set(names)):
+    raise ConfigError(
+      f"config.model.layer_init_std names no layer of the net: {unknown}; its layers are {names}."
+    )
+  return net

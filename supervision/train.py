@@ -270,6 +270,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for key in ("learning_rate", "momentum", "weight_decay"):
     if not math.isfinite(config[key]) or config[key] < 0:
       raise ConfigError(f"config.{key}={config[key]} must be a finite number >= 0.")
+  if config.stop_at_train_error != -1 and not 0 < config.stop_at_train_error <= 1:
+    raise ConfigError(
+      f"config.stop_at_train_error={config.stop_at_train_error}: give an error in (0, 1], or -1"
+      " to train all the steps."
+    )
   if config.learning_rate == 0 or config.momentum >= 1:
     raise ConfigError(
       f"config.learning_rate={config.learning_rate} must be > 0 and config.momentum="
@@ -338,13 +343,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager: Any) -> dic
   else:
     state, meta = restored
     plateau = optim.Plateau(**meta["plateau"])
-  start = int(state.step)
+  start, num_steps = int(state.step), trainer.num_steps
+  if restored and restored[1].get("reached_train_error"):  # config.stop_at_train_error: ended
+    num_steps = start
   if jax.process_index() == 0:
     _drop_rows_after(metrics_file, start)
   say(
     f"Mesh {dict(trainer.mesh.shape)} on {jax.device_count()} device(s);"
     f" {len(trainer.train_source)} train / {len(trainer.eval_source)} eval images,"
-    f" {config.num_classes} classes; {trainer.num_steps} steps of {config.batch_size};"
+    f" {config.num_classes} classes; {num_steps} steps of {config.batch_size};"
     f" checkpoints in {manager.directory}{f', resumed at step {start}' if start else ''}."
   )
 
@@ -358,13 +365,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager: Any) -> dic
         f.write(json.dumps(row) + "\n")
 
   def save(iter_state, eval_error):
-    checkpoint.save(manager, state, iter_state, dict(plateau=vars(plateau)), config, eval_error)
+    meta = dict(plateau=vars(plateau), reached_train_error=reached)
+    checkpoint.save(manager, state, iter_state, meta, config, eval_error)
 
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else trainer.steps_per_epoch
   batches = device_batches(trainer, train_iter)
-  pending, bar, t0 = [], None, time.perf_counter()
+  pending, bar, t0, reached = [], None, time.perf_counter(), False
   with _Stop() as stop:
-    for step in range(start + 1, trainer.num_steps + 1):
+    for step in range(start + 1, num_steps + 1):
       if bar is None:
         epoch = (step - 1) // trainer.steps_per_epoch + 1
         bar = tqdm.tqdm(total=trainer.steps_per_epoch, desc=f"epoch {epoch}", unit="step")
@@ -374,7 +382,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager: Any) -> dic
         state, metrics = trainer.train_step(state, batch, trainer.data_stats, plateau.scale)
       pending.append(metrics)
       bar.update()
-      last = step == trainer.num_steps
+      last = step == num_steps
       stopping = stop.signal  # read once: a signal arriving later is seen after the next step
       eval_now = step % eval_every == 0 or last
       save_now = step % config.checkpoint_every_steps == 0 or last or eval_now or stopping
@@ -390,6 +398,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager: Any) -> dic
         bar.set_postfix(loss=summary["loss"], error=summary["top1_error"], refresh=False)
         log(step, summary)
         pending = []
+        if summary["top1_error"] <= config.stop_at_train_error:  # never when it is -1
+          say(f"Training error {summary['top1_error']:.4f} reached at step {step}: the run ends.")
+          reached = last = eval_now = save_now = True
       eval_error = None
       if eval_now:
         results = trainer.evaluate(state.params)
@@ -408,6 +419,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager: Any) -> dic
         manager.wait_until_finished()
         say(f"Stopped by {stopping.name} after step {step}; checkpoint saved in {workdir}.")
         raise Stopped(stopping)
+      if reached:
+        break
   manager.wait_until_finished()
   final = evaluate_views(trainer, state.params, workdir, step=int(state.step))
   if writer:

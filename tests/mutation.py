@@ -182,13 +182,23 @@ MUTANTS = [
   ),
   mutant(
     "LRN before the ReLU", "supervision/models.py",
-    "      x, x_columns = act(x), True\n"
-    '      if layer["lrn"]:  # its sums of squares in float32 (bfloat16 has 8 bits of mantissa)\n'
-    "        x = local_response_norm(x.astype(jnp.float32), **self.lrn).astype(self.dtype)\n",
-    '      x_columns = True\n      if layer["lrn"]:\n'
-    "        x = local_response_norm(x.astype(jnp.float32), **self.lrn).astype(self.dtype)\n"
-    "      x = act(x)\n",
+    'x, x_columns = act(x), True\n      lrn = self._lrn if layer["lrn"] else lambda x: x',
+    'x_columns = True\n      lrn = (lambda x: act(self._lrn(x))) if layer["lrn"] else act',
     PAPER,
+  ),
+  mutant(
+    "LRN after_pool ignored", "supervision/models.py",
+    "x = lrn(pool(x)) if self.lrn[\"after_pool\"] else pool(lrn(x))", "x = pool(lrn(x))", PAPER,
+  ),
+  mutant(
+    "layer_init_std ignored", "supervision/models.py",
+    "nn.initializers.normal(self.layer_init_std.get(name, self.init_std))",
+    "nn.initializers.normal(self.init_std)", "tests/test_models.py",
+  ),
+  mutant(
+    "scaled init without the ReLU gain", "supervision/models.py",
+    '"relu": nn.initializers.he_normal', '"relu": nn.initializers.lecun_normal',
+    "tests/test_models.py",
   ),
   mutant(
     "the model ignores the pooling window", "supervision/models.py",

@@ -72,6 +72,7 @@ def paper_lrn():
   """The config's LRN constants, the arguments of `lrn_reference`."""
   lrn = alexnet.get_config().model.lrn.to_dict()
   assert lrn.pop("across_columns") is False  # the default: each column on its own
+  assert lrn.pop("after_pool") is False  # the default: before the pooling (Figure 2)
   return lrn
 
 
@@ -205,6 +206,38 @@ def test_init_bias_is_configurable():
   model = models.create_model(config)
   params = model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))["params"]
   assert all(jnp.all(p["bias"] == 0) for p in params.values())
+
+
+def _init(config):
+  model = models.create_model(config)
+  size = config.crop_size
+  return model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))["params"]
+
+
+@pytest.mark.parametrize("activation, gain", [("relu", 2.0), ("tanh", 1.0)])
+def test_scaled_init_has_variance_gain_over_fan_in(activation, gain):
+  """config.model.init "scaled": std sqrt(gain / fan-in), He (2) for ReLUs and LeCun (1) for
+  tanh units; the fan-in of a column reading its own column counts that column's maps only."""
+  config = smoke.get_config()  # two columns: conv2 reads 8 maps, conv3 and fc4 all 16
+  config.model.update(init="scaled", activation=activation)
+  fan_in = {"conv1": 5 * 5 * 3, "conv2": 5 * 5 * 8, "conv3": 5 * 5 * 16, "fc4": 2 * 2 * 16}
+  for name, layer in _init(config).items():
+    if name in fan_in:
+      std = float(jnp.std(layer["kernel"]))
+      assert abs(std / np.sqrt(gain / fan_in[name]) - 1) < 0.1, (name, std)
+
+
+def test_layer_init_std_overrides_init_std():
+  """cuda-convnet's CIFAR-10 stds: conv1 1e-4, the rest the default 0.01."""
+  config = alexnet.get_config()
+  config.model.conv, config.model.dense, config.num_classes = config.model.conv[:2], (), 10
+  config.model.layer_init_std = dict(conv1=1e-4)
+  params = _init(config)
+  assert abs(float(jnp.std(params["conv1"]["kernel"])) / 1e-4 - 1) < 0.05
+  assert abs(float(jnp.std(params["conv2"]["kernel"])) / 0.01 - 1) < 0.05
+  config.model.layer_init_std = dict(conv9=0.1)
+  with pytest.raises(ConfigError, match="layer_init_std.*conv9"):
+    models.create_model(config)
 
 
 def test_logits_and_dropout(alexnet_params):

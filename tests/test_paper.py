@@ -181,10 +181,12 @@ def relu(x):
 
 
 def forward_reference(
-  images, params, conv, dense, columns, act=relu, pool=POOL, dropout_scale=1.0, lrn=True
-):
+  images, params, conv, dense, columns, act=relu, pool=POOL, dropout_scale=1.0, lrn=True,
+  lrn_constants=LRN, lrn_after_pool=False,
+):  # fmt: skip
   """The net of the layer tables `conv` and `dense` in float64 numpy: returns {layer: output
-  before its activation, [column, batch, ...]} and the logits.
+  before its activation, [column, batch, ...]} and the logits. LRN (the paper's form, alpha not
+  divided by n) with `lrn_constants`, after the pooling with `lrn_after_pool`.
 
   Column c of a layer reading "own" maps sees column c of the layer below; "image" and "all"
   layers see everything, the maps of column 0 first. The FC layers read the flattened [H, W,
@@ -204,10 +206,11 @@ def forward_reference(
     y = [conv_reference(inputs[c], w[c], b[c], stride, pads) for c in range(columns)]
     outputs[name] = np.stack(y)
     x = [act(v) for v in y]
-    if has_lrn and lrn:
-      x = [lrn_reference(v, **LRN, alpha_over_n=False) for v in x]
-    if pooling:
-      x = [pool_reference(v, pooling, pool["window"], pool["stride"]) for v in x]
+    for stage in ("pool", "lrn") if lrn_after_pool else ("lrn", "pool"):
+      if stage == "lrn" and has_lrn and lrn:
+        x = [lrn_reference(v, **lrn_constants, alpha_over_n=False) for v in x]
+      if stage == "pool" and pooling:
+        x = [pool_reference(v, pooling, pool["window"], pool["stride"]) for v in x]
   x = np.concatenate(x, axis=-1).reshape(len(images), -1)
   for i, (name, _) in enumerate(dense):
     w, b = p[name]["kernel"], p[name]["bias"]
@@ -288,6 +291,24 @@ def test_cifar10_is_cuda_convnets_18pct_net():
   got, logits = model_outputs(models.create_model(config), params, images)
   want, want_logits = forward_reference(images, params, CIFAR10_CONV, CIFAR10_DENSE, 1)
   assert_layers_equal(got, want, ["conv1", "conv2", "conv3", "fc4"], "CIFAR-10 net")
+  np.testing.assert_allclose(logits, want_logits, rtol=1e-4, atol=1e-5)
+
+
+def test_lrn_after_pool_normalizes_the_pooled_maps():
+  """config.model.lrn.after_pool with cuda-convnet's CIFAR-10 rnorm (3 maps, scale 5e-5 divided by
+  the size, plus 1): LRN follows each layer's pooling, against numpy. conv1's kernels are scaled
+  by 20, so that the alpha term weighs."""
+  config = cifar10.get_config()
+  config.model.lrn.update(k=1.0, n=3, alpha=5e-5, alpha_over_n=True, after_pool=True)
+  params = random_params(config)
+  params = dict(params, conv1=dict(params["conv1"], kernel=params["conv1"]["kernel"] * 20))
+  images = pixels((2, 24, 24, 3))
+  got, logits = model_outputs(models.create_model(config), params, images)
+  rnorm = dict(k=1.0, n=3, alpha=5e-5 / 3, beta=0.75)
+  want, want_logits = forward_reference(
+    images, params, CIFAR10_CONV, CIFAR10_DENSE, 1, lrn_constants=rnorm, lrn_after_pool=True
+  )
+  assert_layers_equal(got, want, ["conv1", "conv2", "conv3", "fc4"], "LRN after pooling")
   np.testing.assert_allclose(logits, want_logits, rtol=1e-4, atol=1e-5)
 
 

@@ -208,12 +208,27 @@ def test_sigterm_saves_exits_and_resumes_after_its_step(cifar10_small_dir, tmp_p
     ("batch_size", 0, "config.batch_size=0"),
     ("lr_schedule", "cosine", "config.lr_schedule='cosine'"),
     ("batch_size", 30, "config.batch_size=30 is not divisible by the data-parallel size 4"),
+    ("stop_at_train_error", 0.0, "config.stop_at_train_error=0.0"),
   ],
 )
 def test_config_errors_stop_before_compilation(config, tmp_path, key, value, match):
   config[key] = value
   with pytest.raises(ConfigError, match=match):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_training_ends_at_the_first_logged_error_below_stop_at_train_error(config, tmp_path):
+  """Figure 1's "time to 25% training error": the run ends, evaluated and saved, at the first
+  logged interval whose mean training error is at most the threshold, and stays ended."""
+  config.num_train_steps, config.eval_every_steps, config.stop_at_train_error = 80, 100, 0.89
+  train.train_and_evaluate(config, str(tmp_path))
+  rows = [m for m in read_metrics(tmp_path) if "loss" in m]
+  errors = [m["top1_error"] for m in rows]
+  assert errors[-1] <= 0.89 < min(errors[:-1]), errors
+  end = rows[-1]["step"]
+  assert end < 80 and json.loads((tmp_path / "eval_results.json").read_text())["step"] == end
+  train.train_and_evaluate(config, str(tmp_path))  # started again: nothing more to train
+  assert [m for m in read_metrics(tmp_path) if "loss" in m] == rows
 
 
 def test_no_regularization_of_any_kind_is_accepted():
