@@ -26,7 +26,7 @@ TRAIN_SPLIT_RESULTS = "train_split_results.json"  # `evaluate_train_split`
 # --smoke: a few steps of a small batch (a multiple of the tests' 4 simulated devices).
 SMOKE = dict(
   batch_size=8,
-  num_train_steps=4,
+  num_train_steps=2,
   log_every_steps=1,
   eval_every_steps=2,
   checkpoint_every_steps=2,

@@ -14,6 +14,7 @@ images, one seed, the smallest sweep), seconds an experiment, for CI.
 import importlib
 import os
 import sys
+from collections.abc import Sequence
 
 from absl import app, flags, logging
 
@@ -25,34 +26,50 @@ from supervision.workdirs import WorkdirError
 EXPERIMENTS = ("figure1", "lrn", "pooling", "views")
 STOPPED_EXIT_STATUS = 128  # as main.py: 128 + the signal's number
 ERRORS = (ConfigError, DataError, CheckpointError, WorkdirError, FileNotFoundError)
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-flags.DEFINE_enum("experiment", None, EXPERIMENTS, "The experiment (a module of experiments/).")
-flags.DEFINE_string(
-  "dataset", None, "config.dataset of every run: folder:/path/to/cifar10 or cifar10."
-)
-flags.DEFINE_string("workdir", None, "The experiment's folder: a folder per run, results, plots.")
-flags.DEFINE_bool("smoke", False, "A tiny size: a few steps of a small batch, one seed.")
-flags.DEFINE_list("seeds", None, "Seeds of the runs (default: the experiment's SEEDS).")
-flags.DEFINE_bool("train", True, "Train the runs not done; --notrain only collects what exists.")
-flags.mark_flags_as_required(["experiment", "dataset", "workdir"])
 FLAGS = flags.FLAGS
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  module = importlib.import_module(f"experiments.{FLAGS.experiment}")
-  seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
+def execute(
+  experiment: str,
+  dataset: str,
+  workdir: str,
+  smoke: bool = False,
+  seeds: Sequence[int] | None = None,
+  train_runs: bool = True,
+) -> dict:
+  """`common.run_experiment` of experiments/<experiment>.py; a run stopped by a signal exits
+  with STOPPED_EXIT_STATUS + the signal, an error of ERRORS with its message."""
+  module = importlib.import_module(f"experiments.{experiment}")
   try:
-    common.run_experiment(module, FLAGS.dataset, FLAGS.workdir, FLAGS.smoke, seeds, FLAGS.train)
+    return common.run_experiment(module, dataset, workdir, smoke, seeds, train_runs)
   except train.Stopped as e:
     sys.exit(STOPPED_EXIT_STATUS + e.signal)
   except ERRORS as e:
     sys.exit(f"Error: {e}")
 
 
+def define_flags() -> None:
+  """The command line's flags (defined only when run as a program: main.py, which tests import,
+  defines --workdir too)."""
+  flags.DEFINE_enum("experiment", None, EXPERIMENTS, "The experiment (experiments/<name>.py).")
+  flags.DEFINE_string("dataset", None, "config.dataset of its runs: folder:/path/to/cifar10.")
+  flags.DEFINE_string("workdir", None, "The experiment's folder: one per run, results, plots.")
+  flags.DEFINE_bool("smoke", False, "A tiny size: a few steps of a small batch, one seed.")
+  flags.DEFINE_list("seeds", None, "Seeds of the runs (default: the experiment's SEEDS).")
+  flags.DEFINE_bool("train", True, "Train the runs not done; --notrain collects what exists.")
+  flags.mark_flags_as_required(["experiment", "dataset", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:  # warnings and the project's own lines, as main.py
+    logging.set_verbosity(logging.WARNING)
+  seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
+  execute(FLAGS.experiment, FLAGS.dataset, FLAGS.workdir, FLAGS.smoke, seeds, FLAGS.train)
+
+
 if __name__ == "__main__":
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # no INFO lines from TensorFlow (TFDS)
+  define_flags()
   app.run(main)
