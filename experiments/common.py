@@ -113,14 +113,15 @@ def run_experiment(
   """Trains the runs of the experiment `module` that are not done (with `train_runs`), then
   writes WORKDIR/results.json and the module's plots from whatever runs exist; returns the
   results. The module has `runs(smoke, seeds)` ({name: config}), `summarize(records)` and
-  `plot(records, summary, workdir)`; optionally `prepare(name, config, records)` (a run's config
+  `plot(records, summary, workdir)`; optionally `prepare(config, records)` (a run's config
   from the records of the runs before it) and `after_run(config, run_dir)`."""
   seeds = tuple(seeds or module.SEEDS)[: 1 if smoke_size else None]
   root = workdirs.create(workdir)
   records: dict[str, Record] = {}
   for name, config in module.runs(smoke_size, seeds).items():
     config.dataset = dataset
-    config = getattr(module, "prepare", lambda name, config, records: config)(name, config, records)
+    if hasattr(module, "prepare"):
+      config = module.prepare(config, records)
     if train_runs:
       train_run(config, root / name)
       if hasattr(module, "after_run"):
