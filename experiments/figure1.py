@@ -16,9 +16,10 @@ up from it, 3x apart. If a pair's best rate is 0.01, a smaller one might be bett
 EPOCH_CAPS (the paper's tanh net needed about six times the ReLU net's epochs).
 
 Time on 2 CPU cores at 40-75 s an epoch: at most 2 x (3 x 10 + 3 x 30) = 240 epochs, 2.7-5
-hours; the pruning cuts mostly the ReLU runs (and the tanh runs where a rate reaches 25%). The wall time to 25% is the training time of the
-logged intervals up to it (each interval's steps x batch / its images per second; the first
-interval of a run, and of a resumed run, includes compiling the train step, a few seconds).
+hours; the pruning cuts mostly the ReLU runs (and the tanh runs where a rate reaches 25%).
+The wall time to 25% is the training time of the logged intervals up to it (each interval's
+steps x batch / its images per second; the first interval of a run, and of a resumed run,
+includes compiling the train step, a few seconds).
 
 Command: python -m experiments.run --experiment=figure1 --dataset=folder:/data/cifar10
 --workdir=/runs/figure1
