@@ -227,6 +227,12 @@ def save(figure: Figure, path: Path) -> Path:
   return path
 
 
+def legend(axis: Any) -> None:
+  """The axis's legend, where it has labelled lines (runs not trained yet draw none)."""
+  if axis.get_legend_handles_labels()[0]:
+    axis.legend()
+
+
 def series(record: Record, key: str) -> tuple[list, list]:
   """(epochs, values) of `key` ("top1_error" or "eval_top1_error") of a run's rows."""
   _, found = figures.curves(record.rows) if record.rows else ("", {})
@@ -237,12 +243,12 @@ def bars(axis: Any, labels: Sequence[str], groups: dict[str, Sequence[float | No
   """Grouped bars: one group per label, one bar per entry of `groups` ({legend: values in
   percent}); a missing value (None) leaves its bar out."""
   width = 0.8 / max(len(groups), 1)
-  for i, (legend, values) in enumerate(groups.items()):
+  for i, (name, values) in enumerate(groups.items()):
     xs = [j + (i - (len(groups) - 1) / 2) * width for j, v in enumerate(values) if v is not None]
-    axis.bar(xs, [v for v in values if v is not None], width, label=legend)
+    axis.bar(xs, [v for v in values if v is not None], width, label=name)
   axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
   axis.grid(axis="y", alpha=0.3)
-  axis.legend()
+  legend(axis)
 
 
 def percent(value: float | None) -> float | None:

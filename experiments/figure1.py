@@ -210,5 +210,5 @@ def plot(records: dict[str, common.Record], summary: dict, workdir: Path) -> lis
     title = f"init {INITS[init]}, seed {seed}"
     axis.set(title=title, xlabel="epochs", ylabel="training error rate (%)", ylim=(0, 100))
     axis.grid(alpha=0.3)
-    axis.legend()
+    common.legend(axis)
   return [common.save(figure, workdir / "figure1.png")]

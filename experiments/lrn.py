@@ -93,5 +93,5 @@ def plot(records: dict[str, common.Record], summary: dict, workdir: Path) -> lis
     )
   axis.set(xlabel="epochs", ylabel="test error, central crop (%)")
   axis.grid(alpha=0.3)
-  axis.legend()
+  common.legend(axis)
   return [common.save(figure, workdir / "lrn.png")]
