@@ -1,18 +1,33 @@
 """CIFAR-10 with the paper's four-layer net (Figure 1, "Local Response Normalization").
 
 A cuda-convnet style network: three 5x5 conv layers with pooling, then a softmax layer; one
-column. The activation (`--config.model.activation=tanh`) and LRN (`:no_lrn`) are switchable
-for the experiments of Figure 1 and "Local Response Normalization". Data: TFDS `cifar10`, or a
-folder of JPEGs with `--config.dataset=folder:/path/to/cifar10` (train/ and test/ inside).
+column. Data: TFDS `cifar10`, or a folder of JPEGs with `--config.dataset=folder:/path/to/cifar10`
+(train/ and test/ inside). Variants (`--config=configs/cifar10.py:VARIANT`), the nets of the
+CIFAR-10 experiments (`experiments/`):
+
+  no_lrn               without LRN (the CIFAR-10 result of "Local Response Normalization")
+  figure1              Figure 1's net and recipe: cuda-convnet's layers-80sec (no LRN), its
+                       per-layer init, no regularization of any kind (no weight decay, no
+                       dropout, central crops only), a constant learning rate, training ended at
+                       25% training error; `--config.model.activation=tanh` for the tanh curve
+  layers_18pct         cuda-convnet's layers-18pct exactly: its rnorm (size 3, scale 5e-5 divided by
+                       the size, plus 1, power 0.75) after the pooling, and its per-layer init
+  layers_18pct_no_lrn  the same net without rnorm
+  hidden_fc            one hidden FC layer of 256 ReLUs with dropout 0.5 before the classifier, so
+                       that dropout can be switched ("Overlapping Pooling", "Dropout")
 """
 
 import ml_collections
 
 from configs import alexnet
 
+VARIANTS = ("no_lrn", "figure1", "layers_18pct", "layers_18pct_no_lrn", "hidden_fc")
+# cuda-convnet's CIFAR-10 configs (layers-80sec, layers-18pct): initW of each layer.
+CUDA_CONVNET_INIT_STD = dict(conv1=1e-4, conv2=1e-2, conv3=1e-2, fc4=1e-2)
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """The CIFAR-10 experiment; `variant` is "" or "no_lrn"."""
+  """The CIFAR-10 experiment; `variant` is "" or one of `VARIANTS`."""
   config = alexnet.get_config()
   config.dataset = "cifar10"
   config.num_classes = 10
@@ -37,8 +52,31 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.lr_step_epochs = (8, 11)
   config.log_every_steps = 50
   config.checkpoint_every_steps = 1000
-  if variant == "no_lrn":
+  return apply_variant(config, variant)
+
+
+def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+  """Changes the CIFAR-10 net into one of `VARIANTS` (no-op for "")."""
+  m = config.model
+  if variant == "":
+    pass
+  elif variant in ("no_lrn", "layers_18pct_no_lrn"):
     m.conv = tuple(dict(c, lrn=False) for c in m.conv)
-  elif variant:
-    raise ValueError(f"Unknown variant {variant!r} of configs/cifar10.py; choose 'no_lrn'.")
+  elif variant == "figure1":
+    m.conv = tuple(dict(c, lrn=False) for c in m.conv)
+    m.dropout_rate = 0.0
+    config.weight_decay = 0.0
+    config.augmentation.update(random_crop=False, flip=False, lighting=False)
+    config.lr_schedule = "constant"
+    config.num_epochs = 10
+    config.stop_at_train_error = 0.25
+    config.log_every_steps = 39  # 0.1 epoch of 390 steps
+  elif variant == "layers_18pct":
+    m.lrn.update(k=1.0, n=3, alpha=5e-5, beta=0.75, alpha_over_n=True, after_pool=True)
+  elif variant == "hidden_fc":
+    m.dense = (256,)  # fc4; fc5 is the softmax layer (biases 0, as in the net's other layers)
+  else:
+    raise ValueError(f"Unknown variant {variant!r} of configs/cifar10.py; choose from {VARIANTS}.")
+  if variant in ("figure1", "layers_18pct", "layers_18pct_no_lrn"):
+    m.layer_init_std = dict(CUDA_CONVNET_INIT_STD)
   return config

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
   **{f"alexnet.py:{v}": functools.partial(alexnet.get_config, v) for v in ("", *alexnet.VARIANTS)},
   "cifar10.py": cifar10.get_config,
-  "cifar10.py:no_lrn": functools.partial(cifar10.get_config, "no_lrn"),
+  **{f"cifar10.py:{v}": functools.partial(cifar10.get_config, v) for v in cifar10.VARIANTS},
   "smoke.py": smoke.get_config,
   "fake_data_benchmark.py": fake_data_benchmark.get_config,
 }

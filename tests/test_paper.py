@@ -425,3 +425,63 @@ def test_variant_settings_equal_a_numpy_forward_pass():
     images, params, conv, dense, columns=1, act=np.tanh, pool=dict(window=2, stride=2), lrn=False
   )
   assert_layers_equal(got, want, [c[0] for c in conv] + ["fc7"], "the variants' settings")
+
+
+# configs/cifar10.py's variants against its net: cuda-convnet's CIFAR-10 configs (layers-80sec,
+# layers-18pct: initW 0.0001 for conv1, 0.01 for the others; rnorm size 3, scale 0.00005, pow
+# 0.75, scale divided by the size plus 1, after the pooling) and Figure 1's "no regularization".
+CUDA_CONVNET_INIT = {
+  "model.layer_init_std.conv1": (None, 1e-4),
+  "model.layer_init_std.conv2": (None, 1e-2),
+  "model.layer_init_std.conv3": (None, 1e-2),
+  "model.layer_init_std.fc4": (None, 1e-2),
+}
+CIFAR10_NO_LRN = {"model.conv.conv1.lrn": (True, False), "model.conv.conv2.lrn": (True, False)}
+CIFAR10_VARIANT_CHANGES = {  # (cifar10.py's value, the variant's)
+  "no_lrn": CIFAR10_NO_LRN,
+  "figure1": CIFAR10_NO_LRN
+  | CUDA_CONVNET_INIT
+  | {
+    "model.dropout_rate": (0.5, 0.0),
+    "weight_decay": (5e-4, 0.0),
+    "augmentation.random_crop": (True, False),
+    "augmentation.flip": (True, False),
+    "augmentation.lighting": (True, False),
+    "lr_schedule": ("step", "constant"),
+    "num_epochs": (12, 10),
+    "stop_at_train_error": (-1.0, 0.25),
+    "log_every_steps": (50, 39),  # 0.1 epoch of 390 steps of 128
+  },
+  "layers_18pct": CUDA_CONVNET_INIT
+  | {
+    "model.lrn.k": (2.0, 1.0),
+    "model.lrn.n": (5, 3),
+    "model.lrn.alpha": (1e-4, 5e-5),
+    "model.lrn.alpha_over_n": (False, True),
+    "model.lrn.after_pool": (False, True),
+  },
+  "layers_18pct_no_lrn": CIFAR10_NO_LRN | CUDA_CONVNET_INIT,
+  "hidden_fc": {"model.dense": ((), (256,))},
+}
+
+
+@pytest.mark.parametrize("variant", cifar10.VARIANTS)
+def test_cifar10_variants_change_only_what_they_name(variant):
+  base, other = flat_config(cifar10.get_config()), flat_config(cifar10.get_config(variant))
+  changed = {k: (base.get(k), other.get(k)) for k in base | other if base.get(k) != other.get(k)}
+  assert changed == CIFAR10_VARIANT_CHANGES[variant]
+
+
+def test_cifar10_recipe_the_variants_keep():
+  """Batch 128, momentum 0.9, lr 0.01, LRN's beta 0.75, dropout 0.5 (hidden_fc's fc4), biases 0."""
+  config = cifar10.get_config()
+  assert (config.batch_size, config.momentum, config.learning_rate) == (128, 0.9, 0.01)
+  assert (config.model.lrn.beta, config.model.dropout_rate, config.model.init_bias_one) == (
+    0.75, 0.5, (),
+  )  # fmt: skip
+
+
+def test_cifar10_hidden_fc_shapes():
+  """fc4: 256 ReLUs on the 2 x 2 x 64 pooled conv3 maps; fc5 the classifier."""
+  shapes = dict(CIFAR10_SHAPES, fc4=(1, 2 * 2 * 64, 256), fc5=(1, 256, 10))
+  assert param_shapes(cifar10.get_config("hidden_fc"), 24) == shapes

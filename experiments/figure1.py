@@ -1,0 +1,214 @@
+"""Figure 1 ("ReLU Nonlinearity"): epochs to 25% training error, ReLU against tanh.
+
+The four-layer net without LRN (`configs/cifar10.py:figure1`, cuda-convnet's layers-80sec) with
+"no regularization of any kind": no weight decay, no dropout, central 24x24 crops (no random
+crops, reflections or lighting noise), a constant learning rate, momentum 0.9, batches of 128,
+training ended at the first logged 0.1 epoch whose mean training error is <= 25%. Two
+initializations: "paper" (N(0, std) with cuda-convnet's per-layer stds, biases 0) and "scaled"
+(`--config.model.init=scaled`: He normal for the ReLU net, LeCun normal for the tanh net).
+
+The paper tuned each net's learning rate for speed; here each (init, activation) tries
+LEARNING_RATES, from the largest down: a too large rate diverges within a few steps (cheap, and
+recorded as diverged), and once a rate has reached 25% at E epochs the smaller ones, which
+would only reach it later, are capped at ceil(E) epochs (`pruned_epochs`). 0.01 is the CIFAR-10
+recipe's rate; without weight decay and augmentation larger steps stay stable, so the sweep goes
+up from it, 3x apart. If a pair's best rate is 0.01, a smaller one might be better still. Caps:
+EPOCH_CAPS (the paper's tanh net needed about six times the ReLU net's epochs).
+
+Time on 2 CPU cores at 40-75 s an epoch: at most 2 x (3 x 10 + 3 x 30) = 240 epochs, 2.7-5
+hours; the pruning cuts mostly the ReLU runs (and the tanh runs where a rate reaches 25%).
+The wall time to 25% is the training time of the logged intervals up to it (each interval's
+steps x batch / its images per second; the first interval of a run, and of a resumed run,
+includes compiling the train step, a few seconds).
+
+Command: python -m experiments.run --experiment=figure1 --dataset=folder:/data/cifar10
+--workdir=/runs/figure1
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import ml_collections
+
+from configs import cifar10
+from experiments import common
+
+SEEDS = (0,)
+INITS = ("paper", "scaled")
+ACTIVATIONS = ("relu", "tanh")
+LEARNING_RATES = (0.1, 0.03, 0.01)  # tried in this order (`pruned_epochs`)
+EPOCH_CAPS = dict(relu=10, tanh=30)
+EVAL_EVERY_EPOCHS = 5  # the test error is not the point here; checkpoints come every 1000 steps
+SMOKE_TARGET = 0.9  # --smoke: a training error that a few steps of 8 images reach
+PAPER_RATIO = 6  # Figure 1: tanh needs about six times the ReLU net's epochs to reach 25%
+
+
+def run_name(init: str, activation: str, learning_rate: float, seed: int) -> str:
+  return f"{init}_{activation}_lr{learning_rate:g}_seed{seed}"
+
+
+def group_name(init: str, activation: str, seed: int) -> str:
+  """The runs of one (init, activation, seed) that differ in their learning rate."""
+  return f"{init}_{activation}_seed{seed}"
+
+
+def config_for(
+  init: str, activation: str, learning_rate: float, seed: int
+) -> ml_collections.ConfigDict:
+  config = cifar10.get_config("figure1")
+  config.model.activation = activation
+  if init == "scaled":
+    config.model.init = "scaled"
+    config.model.layer_init_std = {}
+  config.learning_rate = learning_rate
+  config.num_epochs = EPOCH_CAPS[activation]
+  config.seed = seed
+  steps_per_epoch = 50_000 // config.batch_size  # of CIFAR-10's training split
+  config.eval_every_steps = EVAL_EVERY_EPOCHS * steps_per_epoch
+  return config
+
+
+def runs(smoke: bool, seeds: Sequence[int]) -> dict[str, ml_collections.ConfigDict]:
+  """Every (init, activation, learning rate, seed), learning rates in the order tried; --smoke:
+  one learning rate of each activation with the paper's init (the scaled init is a config
+  key; its runs share the code)."""
+  rates = LEARNING_RATES[1:2] if smoke else LEARNING_RATES
+  out = {}
+  for seed in seeds:
+    for init in INITS[:1] if smoke else INITS:
+      for activation in ACTIVATIONS:
+        for lr in rates:
+          config = config_for(init, activation, lr, seed)
+          if smoke:
+            common.smoke(config).stop_at_train_error = SMOKE_TARGET
+          out[run_name(init, activation, lr, seed)] = config
+  return out
+
+
+def group_of(config: ml_collections.ConfigDict) -> tuple[str, str, int]:
+  """(init, activation, seed) of a run's config."""
+  init = "scaled" if config.model.init == "scaled" else "paper"
+  return init, config.model.activation, config.seed
+
+
+def pruned_epochs(cap: int, reached: Sequence[float | None]) -> int:
+  """Epochs for the next learning rate of a group whose earlier runs reached the target at
+  `reached` epochs (None: not within their cap, or diverged): ceil of the fastest, at most
+  `cap`."""
+  epochs = [common.ceil_epochs(e) for e in reached if e is not None]
+  return min([cap, *epochs])
+
+
+def prepare(
+  config: ml_collections.ConfigDict, records: dict[str, common.Record]
+) -> ml_collections.ConfigDict:
+  """`config` with its epochs pruned by the earlier runs of its group."""
+  group = group_of(config)
+  reached = [to_target(r)[0] for r in records.values() if group_of(r.config) == group]
+  config.num_epochs = pruned_epochs(config.num_epochs, reached)
+  return config
+
+
+def to_target(record: common.Record) -> tuple[float | None, float | None]:
+  """(epochs, training seconds) to the first logged training error <= the run's
+  stop_at_train_error, or (None, None) where no row reaches it (a diverged run's do not count).
+
+  A row's interval took (its step - the previous row's step) x batch / its images per second.
+  """
+  if record.status == "diverged":
+    return None, None
+  seconds, previous = 0.0, 0
+  for row in common.train_rows(record.rows):
+    seconds += (row["step"] - previous) * record.config.batch_size / row["images_per_second"]
+    previous = row["step"]
+    if row["top1_error"] <= record.config.stop_at_train_error:
+      return row["epoch"], seconds
+  return None, None
+
+
+def best_run(records: dict[str, common.Record]) -> str | None:
+  """Of the runs of one group, the one with the fewest epochs to the target (ties: the least
+  time); where none reaches it, the one with the lowest last training error (its curve is still
+  drawn); None without training rows."""
+  reached = {n: to_target(r) for n, r in records.items() if to_target(r)[0] is not None}
+  if reached:
+    return min(reached, key=lambda n: reached[n])
+  last = {
+    n: common.train_rows(r.rows)[-1]["top1_error"]
+    for n, r in records.items()
+    if common.train_rows(r.rows) and r.status != "diverged"
+  }
+  return min(last, key=last.get) if last else None
+
+
+def summarize(records: dict[str, common.Record]) -> dict:
+  """Per run: epochs and seconds to the target; per (init, activation, seed): the best
+  learning rate; per (init, seed): tanh / ReLU ratios of the best runs' epochs and seconds, and
+  where tanh fell short of the target, epochs_at_least: its best run's epochs trained over
+  ReLU's epochs to the target."""
+  per_run, groups = {}, {}
+  for name, r in records.items():
+    epochs, seconds = to_target(r)
+    rows = common.train_rows(r.rows)
+    per_run[name] = dict(
+      group=group_name(*group_of(r.config)), learning_rate=r.config.learning_rate,
+      num_epochs=r.config.num_epochs, status=r.status, epochs_to_target=epochs,
+      seconds_to_target=seconds, epochs_trained=common.epochs_trained(r),
+      last_train_error=rows[-1]["top1_error"] if rows else None,
+    )  # fmt: skip
+    groups.setdefault(group_of(r.config), {})[name] = r
+  best = {}
+  for group, members in groups.items():
+    name = best_run(members)
+    epochs, seconds = to_target(members[name]) if name else (None, None)
+    lr = members[name].config.learning_rate if name else None
+    trained = common.epochs_trained(members[name]) if name else None
+    best[group] = dict(
+      run=name, learning_rate=lr, epochs_to_target=epochs, seconds_to_target=seconds,
+      epochs_trained=trained,
+    )  # fmt: skip
+  ratios = {}
+  for init, activation, seed in best:
+    if activation == "relu" and (init, "tanh", seed) in best:
+      relu, tanh = best[init, "relu", seed], best[init, "tanh", seed]
+      # tanh short of the target: its epochs trained give a lower bound of the epochs' ratio.
+      short = tanh["epochs_to_target"] is None
+      ratios[f"{init}_seed{seed}"] = dict(
+        epochs=common.ratio(tanh["epochs_to_target"], relu["epochs_to_target"]),
+        seconds=common.ratio(tanh["seconds_to_target"], relu["seconds_to_target"]),
+        epochs_at_least=common.ratio(tanh["epochs_trained"], relu["epochs_to_target"])
+        if short
+        else None,
+      )
+  table = [
+    dict(group=group_name(*g), best_lr=b["learning_rate"], epochs=b["epochs_to_target"])
+    | dict(seconds=b["seconds_to_target"])
+    for g, b in best.items()
+  ]
+  return dict(
+    target=next(iter(records.values())).config.stop_at_train_error if records else None,
+    runs=per_run, best={group_name(*g): b for g, b in best.items()}, tanh_over_relu=ratios,
+    table=table, paper=f"Figure 1: the ReLU net reaches 25% training error about {PAPER_RATIO}"
+    " times faster (in epochs) than the tanh net.",
+  )  # fmt: skip
+
+
+def plot(records: dict[str, common.Record], summary: dict, workdir: Path) -> list[Path]:
+  """figure1.png: the training error over epochs of the best run of each activation (ReLU
+  solid, tanh dashed), one panel per init (and seed), and the target as a line."""
+  panels = sorted({(r.config.seed, INITS.index(group_of(r.config)[0])) for r in records.values()})
+  figure, axes = common.new_figure(max(len(panels), 1))
+  for axis, (seed, init) in zip(axes, panels, strict=False):
+    for activation, style in (("relu", "-"), ("tanh", "--")):
+      best = summary["best"].get(group_name(INITS[init], activation, seed), {})
+      if best.get("run"):
+        epochs, errors = common.series(records[best["run"]], "top1_error")
+        label = f"{activation}, lr {best['learning_rate']:g}"
+        axis.plot(epochs, [100 * e for e in errors], style, color="black", label=label)
+    if summary["target"] is not None:
+      axis.axhline(100 * summary["target"], color="tab:red", linewidth=0.8)
+    title = f"init {INITS[init]}, seed {seed}"
+    axis.set(title=title, xlabel="epochs", ylabel="training error rate (%)", ylim=(0, 100))
+    axis.grid(alpha=0.3)
+    common.legend(axis)
+  return [common.save(figure, workdir / "figure1.png")]
