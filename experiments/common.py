@@ -9,6 +9,7 @@ skipped), and otherwise trained, resuming from its checkpoint where it has one.
 import dataclasses
 import json
 import math
+import shutil
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,12 +79,27 @@ def train_run(config: ml_collections.ConfigDict, run_dir: Path) -> None:
     train.say(f"{run_dir.name}: done before, skipped.")
     return
   train.say(f"{run_dir.name}: training in {run_dir}.")
+  share_stats(run_dir)
   with workdirs.locked(str(run_dir)):
     try:
       train.train_and_evaluate(config, str(run_dir))
     except FloatingPointError as e:
       train.say(f"{run_dir.name} diverged: {e}")
       (run_dir / DIVERGED).write_text(json.dumps(dict(error=str(e))) + "\n")
+
+
+def share_stats(run_dir: Path) -> None:
+  """Copies the statistics files of the experiment's earlier runs into `run_dir`, so that each
+  run does not compute them again (a file's name gives its dataset and image size, and training
+  checks its contents); an earlier run's are first copied up into the experiment's folder."""
+  root = run_dir.parent
+  for path in root.glob("*/stats_*.npz"):
+    if not (root / path.name).exists():
+      shutil.copyfile(path, root / path.name)
+  run_dir.mkdir(parents=True, exist_ok=True)
+  for path in root.glob("stats_*.npz"):
+    if not (run_dir / path.name).exists():
+      shutil.copyfile(path, run_dir / path.name)
 
 
 def evaluate_train_split(config: ml_collections.ConfigDict, run_dir: Path) -> None:

@@ -111,7 +111,7 @@ def test_figure1_prunes_the_later_learning_rates_to_the_first_epochs_reached():
     train_row(39, 0.5, epoch=1.0), train_row(78, 0.25, epoch=2.3),
   ])}  # fmt: skip
   assert figure1.prepare(configs["paper_relu_lr0.03_seed0"], done).num_epochs == 3
-  assert figure1.prepare(configs["paper_tanh_lr0.03_seed0"], done).num_epochs == 30
+  assert figure1.prepare(configs["paper_tanh_lr0.03_seed0"], done).num_epochs == 20
   assert figure1.prepare(configs["scaled_relu_lr0.03_seed0"], done).num_epochs == 10
   done["paper_relu_lr0.1_seed0"].status = "diverged"  # its rows do not count
   assert figure1.prepare(configs["paper_relu_lr0.01_seed0"], done).num_epochs == 10
@@ -124,7 +124,10 @@ def test_figure1_runs_are_the_no_regularization_net():
   assert (paper.model.init, dict(paper.model.layer_init_std)) == (
     "normal", dict(conv1=1e-4, conv2=1e-2, conv3=1e-2, fc4=1e-2),
   )  # fmt: skip
-  assert (paper.model.activation, paper.learning_rate, paper.num_epochs) == ("tanh", 0.03, 30)
+  assert (paper.model.activation, paper.learning_rate, paper.num_epochs) == ("tanh", 0.03, 20)
+  assert list(configs)[:6] == [  # the scaled init first: it reaches 25% soonest
+    f"scaled_{a}_lr{lr}_seed0" for a in ("relu", "tanh") for lr in ("0.1", "0.03", "0.01")
+  ]
   assert (scaled.model.init, scaled.model.activation, scaled.num_epochs) == ("scaled", "relu", 10)
   for config in (paper, scaled):
     assert config.weight_decay == 0 and config.model.dropout_rate == 0
