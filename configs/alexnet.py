@@ -52,6 +52,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # crop, flip=False never reflects, lighting=False adds no PCA lighting noise.
   config.augmentation = ml_collections.ConfigDict(dict(random_crop=True, flip=True, lighting=True))
   config.channel_order = "rgb"  # of the network's input: "rgb", or "bgr" (weights from Caffe)
+  # The paper subtracts the mean image only; True also divides each channel by its standard
+  # deviation over the training set, the unit-variance input that model.init="scaled" assumes.
+  config.standardize_inputs = False
   config.train_split = "train"
   config.eval_split = "validation"
   # Worker processes decoding images (0: threads of the main process only) and threads decoding

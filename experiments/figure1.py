@@ -4,8 +4,11 @@ The four-layer net without LRN (`configs/cifar10.py:figure1`, cuda-convnet's lay
 "no regularization of any kind": no weight decay, no dropout, central 24x24 crops (no random
 crops, reflections or lighting noise), a constant learning rate, momentum 0.9, batches of 128,
 training ended at the first logged 0.1 epoch whose mean training error is <= 25%. Two
-initializations: "paper" (N(0, std) with cuda-convnet's per-layer stds, biases 0) and "scaled"
-(`--config.model.init=scaled`: He normal for the ReLU net, LeCun normal for the tanh net).
+initializations: "paper" (N(0, std) with cuda-convnet's per-layer stds, biases 0, on the
+mean-subtracted 0-255 pixels) and "scaled" (`--config.model.init=scaled`: He normal for the ReLU
+net, LeCun normal for the tanh net, with `--config.standardize_inputs`: the unit-variance inputs
+these assume; on raw 0-255 pixels their first layer's outputs are some 60 times too large: the
+ReLU net diverged at 0.1 and blew its weights up to a norm of 1e12 at 0.03).
 
 The paper tuned each net's learning rate for speed; here each (init, activation) tries
 LEARNING_RATES, from the largest down: a too large rate diverges within a few steps (cheap, and
@@ -61,8 +64,8 @@ def config_for(
 ) -> ml_collections.ConfigDict:
   config = cifar10.get_config("figure1")
   config.model.activation = activation
-  if init == "scaled":
-    config.model.init = "scaled"
+  if init == "scaled":  # fan-in scaled weights assume unit-variance inputs
+    config.model.init, config.standardize_inputs = "scaled", True
     config.model.layer_init_std = {}
   config.learning_rate = learning_rate
   config.num_epochs = EPOCH_CAPS[activation]

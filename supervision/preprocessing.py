@@ -2,7 +2,8 @@
 
 Inputs are host batches of uint8 [B, S, S, 3] images (S = config.image_size); outputs are
 float32 views of size C = config.crop_size with the mean image (S x S x 3, over the training
-set) subtracted, on the 0-255 pixel scale. `stats` holds "mean" [S, S, 3], "eigvals" [3] and
+set) subtracted, on the 0-255 pixel scale (or, with `config.standardize_inputs`, each channel
+divided by its standard deviation). `stats` holds "mean" [S, S, 3], "eigvals" [3] and
 "eigvecs" [3, 3] (eigenvectors as columns) from `supervision.stats`, all of RGB images; the views
 come in `config.channel_order` ("bgr" for weights trained in Caffe, `supervision.caffe`).
 
@@ -26,8 +27,13 @@ def centered(images: jax.Array, stats: dict) -> jax.Array:
   return images.astype(jnp.float32) - stats["mean"]
 
 
-def in_channel_order(views: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
-  """RGB `views` in `config.channel_order`: "rgb" as they are, "bgr" with the channels reversed."""
+def network_input(views: jax.Array, stats: dict, config: ml_collections.ConfigDict) -> jax.Array:
+  """Mean-subtracted RGB `views` as the network reads them: with `config.standardize_inputs`
+  each channel divided by its standard deviation over the training set (the square roots of the
+  diagonal of the RGB covariance, eigvecs diag(eigvals) eigvecs^T), then in
+  `config.channel_order`: "rgb" as they are, "bgr" with the channels reversed."""
+  if config.standardize_inputs:
+    views = views * jax.lax.rsqrt((stats["eigvecs"] ** 2) @ stats["eigvals"])
   if config.channel_order not in CHANNEL_ORDERS:
     raise ConfigError(
       f"config.channel_order={config.channel_order!r}; choose from {CHANNEL_ORDERS}."
@@ -89,7 +95,7 @@ def train_views(
   aug = augmentation(rng, images.shape[0], config)
   views = reflect(crop(centered(images, stats), aug["offsets"], config.crop_size), aug["flips"])
   added = lighting(aug["alphas"], stats, config.lighting_scale)[:, None, None, :]
-  return in_channel_order(views + added, config)
+  return network_input(views + added, stats, config)
 
 
 def view_offsets(config: ml_collections.ConfigDict) -> list[tuple[int, int]]:
@@ -105,11 +111,11 @@ def _patch(images: jax.Array, offset: tuple[int, int], size: int) -> jax.Array:
 def center_view(images: jax.Array, stats: dict, config: ml_collections.ConfigDict) -> jax.Array:
   """The central patch: float32 [B, C, C, 3]."""
   view = _patch(centered(images, stats), view_offsets(config)[4], config.crop_size)
-  return in_channel_order(view, config)
+  return network_input(view, stats, config)
 
 
 def ten_views(images: jax.Array, stats: dict, config: ml_collections.ConfigDict) -> jax.Array:
   """The five patches of `view_offsets`, then their reflections: float32 [B, 10, C, C, 3]."""
   x = centered(images, stats)
   views = jnp.stack([_patch(x, o, config.crop_size) for o in view_offsets(config)], axis=1)
-  return in_channel_order(jnp.concatenate([views, views[:, :, :, ::-1]], axis=1), config)
+  return network_input(jnp.concatenate([views, views[:, :, :, ::-1]], axis=1), stats, config)

@@ -187,6 +187,11 @@ MUTANTS = [
     PAPER,
   ),
   mutant(
+    "inputs standardized by the eigenvalues alone", "supervision/preprocessing.py",
+    'jax.lax.rsqrt((stats["eigvecs"] ** 2) @ stats["eigvals"])', 'jax.lax.rsqrt(stats["eigvals"])',
+    PREPROCESSING,
+  ),
+  mutant(
     "LRN after_pool ignored", "supervision/models.py",
     "x = lrn(pool(x)) if self.lrn[\"after_pool\"] else pool(lrn(x))", "x = pool(lrn(x))", PAPER,
   ),

@@ -129,6 +129,7 @@ def test_figure1_runs_are_the_no_regularization_net():
     f"scaled_{a}_lr{lr}_seed0" for a in ("relu", "tanh") for lr in ("0.1", "0.03", "0.01")
   ]
   assert (scaled.model.init, scaled.model.activation, scaled.num_epochs) == ("scaled", "relu", 10)
+  assert scaled.standardize_inputs and not paper.standardize_inputs
   for config in (paper, scaled):
     assert config.weight_decay == 0 and config.model.dropout_rate == 0
     assert not any(config.augmentation.values()) and config.lr_schedule == "constant"

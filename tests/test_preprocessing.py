@@ -121,3 +121,23 @@ def test_bgr_views_are_the_rgb_views_with_the_channels_reversed(config, images, 
   config.channel_order = "brg"
   with pytest.raises(ValueError, match="channel_order='brg'"):
     pp.center_view(images, stats, config)
+
+
+def test_standardized_views_divide_each_channel_by_its_std(config, images, stats):
+  """config.standardize_inputs: the central patch, the 10 views and the training views (their
+  lighting noise added first, on the 0-255 scale) divided per channel by the square root of the
+  covariance's diagonal; the covariance rebuilt in numpy from its eigenvectors and values."""
+  cov = stats["eigvecs"] @ np.diag(stats["eigvals"]) @ stats["eigvecs"].T
+  std = np.sqrt(np.diag(cov))
+  x = images.astype(np.float32) - stats["mean"]
+  mid = (S - C) // 2
+  config.standardize_inputs = True
+  want = x[:, mid : mid + C, mid : mid + C] / std
+  np.testing.assert_allclose(pp.center_view(images, stats, config), want, rtol=1e-5)
+  np.testing.assert_allclose(pp.ten_views(images, stats, config)[:, 9], want[:, :, ::-1], rtol=1e-5)
+  config.augmentation.update(random_crop=False, flip=False)
+  rng = jax.random.key(3)
+  added = expected_lighting(pp.augmentation(rng, B, config)["alphas"], stats, "std")
+  views = pp.train_views(rng, images, stats, config)
+  want = (x[:, mid : mid + C, mid : mid + C] + added[:, None, None, :]) / std
+  np.testing.assert_allclose(views, want, rtol=1e-5, atol=1e-5)
