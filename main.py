@@ -18,10 +18,6 @@ from supervision.workdirs import WorkdirError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # no INFO lines from TensorFlow (TFDS)
 FLAGS = flags.FLAGS
-# A run stopped by a signal saves its checkpoint and exits with 128 + the signal's number (143
-# for SIGTERM, 130 for SIGINT), the shell's status for a process ended by that signal: not 0,
-# so that a scheduler requeues a preempted job rather than taking it as finished.
-STOPPED_EXIT_STATUS = 128
 # Errors whose message says what is wrong and what to do: one line, no traceback.
 ERRORS = (
   ConfigError,
@@ -149,7 +145,7 @@ def main(argv: list[str]) -> None:
     with workdirs.locked(FLAGS.workdir) if writes else contextlib.nullcontext():
       run(config, FLAGS.workdir)
   except Stopped as e:
-    sys.exit(STOPPED_EXIT_STATUS + e.signal)
+    sys.exit(e.exit_status)  # a run stopped by a signal saved its checkpoint
   except ERRORS as e:
     sys.exit(f"Error: {e}")
 

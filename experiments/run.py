@@ -24,7 +24,6 @@ from supervision.checkpoint import CheckpointError
 from supervision.workdirs import WorkdirError
 
 EXPERIMENTS = ("figure1", "lrn", "pooling", "views")
-STOPPED_EXIT_STATUS = 128  # as main.py: 128 + the signal's number
 ERRORS = (ConfigError, DataError, CheckpointError, WorkdirError, FileNotFoundError)
 FLAGS = flags.FLAGS
 
@@ -38,12 +37,12 @@ def execute(
   train_runs: bool = True,
 ) -> dict:
   """`common.run_experiment` of experiments/<experiment>.py; a run stopped by a signal exits
-  with STOPPED_EXIT_STATUS + the signal, an error of ERRORS with its message."""
+  with its exit status (128 + the signal), an error of ERRORS with its message."""
   module = importlib.import_module(f"experiments.{experiment}")
   try:
     return common.run_experiment(module, dataset, workdir, smoke, seeds, train_runs)
   except train.Stopped as e:
-    sys.exit(STOPPED_EXIT_STATUS + e.signal)
+    sys.exit(e.exit_status)
   except ERRORS as e:
     sys.exit(f"Error: {e}")
 

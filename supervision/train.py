@@ -301,11 +301,17 @@ class _Stop:
 
 
 class Stopped(Exception):
-  """Training was stopped by `signal` (SIGTERM or SIGINT) after saving its checkpoint."""
+  """Training was stopped by `signal` (SIGTERM or SIGINT) after saving its checkpoint.
+
+  `exit_status` is 128 + the signal's number (143 for SIGTERM, 130 for SIGINT), the shell's
+  status for a process ended by that signal: not 0, so that a scheduler requeues a preempted
+  job rather than taking it as finished.
+  """
 
   def __init__(self, signal: signal.Signals):
     super().__init__(f"stopped by {signal.name}")
     self.signal = signal
+    self.exit_status = 128 + signal
 
 
 def device_batches(trainer: Trainer, it: Iterator, prefetch: int = 2) -> Iterator[tuple[dict, Any]]:

@@ -187,7 +187,7 @@ def test_sigterm_saves_exits_and_resumes_after_its_step(cifar10_small_dir, tmp_p
     time.sleep(0.5)
   proc.send_signal(signal.SIGTERM)
   out = proc.communicate(timeout=120)[0].decode()
-  assert proc.returncode == 128 + signal.SIGTERM, out  # main.STOPPED_EXIT_STATUS
+  assert proc.returncode == 128 + signal.SIGTERM, out  # train.Stopped's exit_status
   stopped = re.search(r"Stopped by SIGTERM after step (\d+)", out)
   assert stopped, out
   step = int(stopped.group(1))
