@@ -355,3 +355,12 @@ def test_the_command_line_collects_a_finished_experiment(smoke_runs, cifar10_sma
   assert result.returncode == 0, result.stderr
   assert "seed0: done before, skipped." in result.stdout + result.stderr
   assert "center_minus_ten_views" in result.stdout
+
+
+def test_later_runs_get_the_statistics_file_of_an_earlier_one(tmp_path):
+  first, later = tmp_path / "run_a", tmp_path / "run_b"
+  first.mkdir()
+  (first / "stats_folder_data_32.npz").write_bytes(b"computed by run_a")
+  common.share_stats(later)
+  assert (later / "stats_folder_data_32.npz").read_bytes() == b"computed by run_a"
+  assert (tmp_path / "stats_folder_data_32.npz").exists()  # kept for the runs after
