@@ -224,8 +224,8 @@ MUTANTS = [
   ),
   mutant(
     "init truncated normal", "supervision/models.py",
-    "kernel_init=nn.initializers.normal(self.init_std)",
-    "kernel_init=nn.initializers.truncated_normal(self.init_std)",
+    "kernel_init = nn.initializers.normal(self.layer_init_std.get(name, self.init_std))",
+    "kernel_init = nn.initializers.truncated_normal(self.layer_init_std.get(name, self.init_std))",
     "tests/test_models.py::test_init_follows_details_of_learning",
   ),
   mutant(
