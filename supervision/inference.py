@@ -36,7 +36,7 @@ from supervision import (
 )
 
 # The keys of the stored config that make the network: its parameters' shapes and its inputs.
-NETWORK_KEYS = (*checkpoint.STATE_KEYS, "image_size", "channel_order")
+NETWORK_KEYS = (*checkpoint.STATE_KEYS, "image_size", "channel_order", "standardize_inputs")
 VIEWS = ("center", "ten_views")
 
 

@@ -187,6 +187,10 @@ MUTANTS = [
     PAPER,
   ),
   mutant(
+    "a network's standardize_inputs not taken from its checkpoint", "supervision/inference.py",
+    '"channel_order", "standardize_inputs")', '"channel_order")', "tests/test_inference.py",
+  ),
+  mutant(
     "inputs standardized by the eigenvalues alone", "supervision/preprocessing.py",
     'jax.lax.rsqrt((stats["eigvecs"] ** 2) @ stats["eigvals"])', 'jax.lax.rsqrt(stats["eigvals"])',
     PREPROCESSING,

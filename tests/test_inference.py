@@ -24,6 +24,8 @@ CREATE_MESH = sharding.create_mesh
 CLASSES = (
   "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"
 )  # fmt: skip
+# The members' training statistics: per-channel variances (the eigenvectors are the RGB axes).
+RGB_VARIANCES = np.array([400.0, 900.0, 1600.0], np.float32)
 BROKEN = "test/cat/9999.jpg"  # not an image; sorted after cat's two readable test images
 
 
@@ -85,7 +87,7 @@ def make_member(workdir, config, std, seed):
   size = config.image_size
   mean = rng.uniform(96, 160, (size, size, 3)).astype(np.float32)
   data_stats = dict(
-    dataset=config.dataset, image_size=size, mean=mean, eigvals=np.ones(3), eigvecs=np.eye(3)
+    dataset=config.dataset, image_size=size, mean=mean, eigvals=RGB_VARIANCES, eigvecs=np.eye(3)
   )
   stats_lib.save_stats(data_stats, stats_lib.stats_path(config, str(workdir)))
   return Member(workdir, config, model, params, mean)
@@ -95,17 +97,18 @@ def make_member(workdir, config, std, seed):
 def members(dataset, tmp_path_factory):
   """Two networks of different configs: the smoke net (2 columns, a hidden FC layer, 32x32
   images cropped to 24) and a one-column net without hidden FC layer, as CIFAR-10's, on 28x28
-  images cropped to 20 in BGR order (as Caffe's), its last conv layer not pooled."""
+  images cropped to 20 in BGR order (as Caffe's) and standardized, its last conv layer not
+  pooled."""
   a = smoke.get_config()
   a.dataset = f"folder:{dataset}"
   b = smoke.get_config()
   b.dataset, b.image_size, b.crop_size = f"folder:{dataset}", 28, 20
-  b.channel_order = "bgr"
+  b.channel_order, b.standardize_inputs = "bgr", True
   m = b.model
   m.columns, m.dense = 1, ()
   m.conv = tuple(dict(c, features=8) for c in m.conv[:2]) + (dict(m.conv[2], features=8, pool=""),)
   root = tmp_path_factory.mktemp("members")
-  members = make_member(root / "a", a, 0.1, 0), make_member(root / "b", b, 0.05, 1)
+  members = make_member(root / "a", a, 0.1, 0), make_member(root / "b", b, 0.12, 1)
   files = readable_images(dataset) + readable_images(dataset, "train")
   for member in members:  # one call: compiling the network for each batch size costs seconds
     v = views(member, files, ten_views=True)
@@ -140,6 +143,7 @@ def views(member, files, ten_views):
     Image.open(f).convert("RGB").resize((size, size), Image.Resampling.BILINEAR) for f in files
   ]
   x = np.stack([np.asarray(i, np.float32) for i in images]) - member.mean
+  x = x / np.sqrt(RGB_VARIANCES) if member.config.standardize_inputs else x
   x = x[..., ::-1] if member.config.channel_order == "bgr" else x
   far = size - crop
   corners = [(0, 0), (0, far), (far, 0), (far, far), (far // 2, far // 2)]
