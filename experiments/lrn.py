@@ -10,8 +10,8 @@ training recipe is configs/cifar10.py's (random crops, reflections and lighting 
 decay 0.0005, learning rate 0.01 divided by 10 after epochs 8 and 11 of 12), not cuda-convnet's
 schedule; seeds 0 and 1.
 
-Time on 2 CPU cores: 4 runs of 12 epochs (40-75 s an epoch, and a test evaluation after each),
-10-25 minutes a run: 40-100 minutes.
+Time on 2 CPU cores, measured: 4 runs of 12 epochs, about 11-12 minutes a run (50 s an epoch
+with its test evaluation, and the decoding into memory): about 50 minutes.
 
 Command: python -m experiments.run --experiment=lrn --dataset=folder:/data/cifar10
 --workdir=/runs/lrn

@@ -12,8 +12,8 @@ with dropout and augmentation on also with seed 1 (the paper's effect is small: 
 ImageNet). Each final net is also evaluated on the training split in test mode (central crop,
 no dropout), into train_split_results.json, for the train-minus-test gap.
 
-Time on 2 CPU cores: 10 runs of 12 epochs (40-75 s an epoch, a test evaluation after each),
-10-25 minutes a run, plus a pass over the training split each (about a minute): 2-4.5 hours.
+Time on 2 CPU cores: 10 runs of 12 epochs, about 11-12 minutes a run (as measured for the
+other 12-epoch experiments), plus a pass over the training split each: about 2 hours.
 
 Command: python -m experiments.run --experiment=pooling --dataset=folder:/data/cifar10
 --workdir=/runs/pooling

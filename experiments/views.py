@@ -4,8 +4,8 @@ outputs of the four corner and central crops and their reflections.
 configs/cifar10.py's default net and recipe (random crops and reflections, lighting noise, 12
 epochs), seeds 0 and 1; both errors come from each run's final evaluation (eval_results.json).
 
-Time on 2 CPU cores: 2 runs of 12 epochs (40-75 s an epoch, a test evaluation after each),
-10-25 minutes a run: 20-50 minutes.
+Time on 2 CPU cores, measured: 2 runs of 12 epochs, 10.5 minutes a run on a quiet machine (14
+while the test suite also ran): about 22 minutes.
 
 Command: python -m experiments.run --experiment=views --dataset=folder:/data/cifar10
 --workdir=/runs/views
