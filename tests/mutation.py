@@ -187,6 +187,12 @@ MUTANTS = [
     PAPER,
   ),
   mutant(
+    "a run ended at stop_at_train_error trains on when started again", "supervision/train.py",
+    'if restored and restored[1].get("reached_train_error"):',
+    'if restored and restored[1].get("reached_train_error") and False:',
+    "tests/test_train.py::test_training_ends_at_the_first_logged_error_below_stop_at_train_error",
+  ),
+  mutant(
     "a network's standardize_inputs not taken from its checkpoint", "supervision/inference.py",
     '"channel_order", "standardize_inputs")', '"channel_order")', "tests/test_inference.py",
   ),
