@@ -112,9 +112,9 @@ def test_figure1_prunes_the_later_learning_rates_to_the_first_epochs_reached():
   ])}  # fmt: skip
   assert figure1.prepare(configs["paper_relu_lr0.03_seed0"], done).num_epochs == 3
   assert figure1.prepare(configs["paper_tanh_lr0.03_seed0"], done).num_epochs == 20
-  assert figure1.prepare(configs["scaled_relu_lr0.03_seed0"], done).num_epochs == 10
+  assert figure1.prepare(configs["scaled_relu_lr0.03_seed0"], done).num_epochs == 20
   done["paper_relu_lr0.1_seed0"].status = "diverged"  # its rows do not count
-  assert figure1.prepare(configs["paper_relu_lr0.01_seed0"], done).num_epochs == 10
+  assert figure1.prepare(configs["paper_relu_lr0.01_seed0"], done).num_epochs == 20
 
 
 def test_figure1_runs_are_the_no_regularization_net():
@@ -128,7 +128,7 @@ def test_figure1_runs_are_the_no_regularization_net():
   assert list(configs)[:6] == [  # the scaled init first: it reaches 25% soonest
     f"scaled_{a}_lr{lr}_seed0" for a in ("relu", "tanh") for lr in ("0.1", "0.03", "0.01")
   ]
-  assert (scaled.model.init, scaled.model.activation, scaled.num_epochs) == ("scaled", "relu", 10)
+  assert (scaled.model.init, scaled.model.activation, scaled.num_epochs) == ("scaled", "relu", 20)
   assert scaled.standardize_inputs and not paper.standardize_inputs
   for config in (paper, scaled):
     assert config.weight_decay == 0 and config.model.dropout_rate == 0
