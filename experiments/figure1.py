@@ -137,7 +137,8 @@ def best_run(records: dict[str, common.Record]) -> str | None:
   """Of the runs of one group, the one with the fewest epochs to the target (ties: the least
   time); where none reaches it, the one with the lowest last training error (its curve is still
   drawn); None without training rows."""
-  reached = {n: to_target(r) for n, r in records.items() if to_target(r)[0] is not None}
+  targets = {n: to_target(r) for n, r in records.items()}
+  reached = {n: t for n, t in targets.items() if t[0] is not None}
   if reached:
     return min(reached, key=lambda n: reached[n])
   last = {

@@ -344,14 +344,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager: Any) -> dic
   restored = checkpoint.restore(
     manager, trainer.abstract_state(), train_iter, config, set_aside=True
   )
+  num_steps = trainer.num_steps
   if restored is None:  # a fresh start, or fine-tuning; a resumed run ignores config.init_from
     state = trainer.init_state(trainer.init_from_layers() if config.init_from else None)
   else:
     state, meta = restored
     plateau = optim.Plateau(**meta["plateau"])
-  start, num_steps = int(state.step), trainer.num_steps
-  if restored and restored[1].get("reached_train_error"):  # config.stop_at_train_error: ended
-    num_steps = start
+    if meta.get("reached_train_error"):  # ended at config.stop_at_train_error: stays there
+      num_steps = int(state.step)
+  start = int(state.step)
   if jax.process_index() == 0:
     _drop_rows_after(metrics_file, start)
   say(

@@ -188,8 +188,7 @@ MUTANTS = [
   ),
   mutant(
     "a run ended at stop_at_train_error trains on when started again", "supervision/train.py",
-    'if restored and restored[1].get("reached_train_error"):',
-    'if restored and restored[1].get("reached_train_error") and False:',
+    'if meta.get("reached_train_error"):', 'if meta.get("reached_train_error") and False:',
     "tests/test_train.py::test_training_ends_at_the_first_logged_error_below_stop_at_train_error",
   ),
   mutant(
