@@ -22,8 +22,8 @@ Time on 2 CPU cores at about 35 s an epoch: at most 2 x (3 x 20 + 3 x 20) = 240 
 2.5 hours; the pruning cuts most of the ReLU runs (and of the tanh runs where a rate reaches 25%).
 The paper's init, the setting of the paper's claim, comes first. Through its conv1's N(0, 1e-4)
 weights the signal is so small that the ReLU net stays at chance for its first epochs, and its
-tanh runs may all train to their cap. A tanh net that does not reach 25% in 20 epochs gives a lower bound of
-the ratio (`epochs_at_least`).
+tanh runs may all train to their cap. A tanh net that does not reach 25% in 20 epochs gives a
+lower bound of the ratio (`epochs_at_least`).
 The wall time to 25% is the training time of the logged intervals up to it (each interval's
 steps x batch / its images per second; the first interval of a run, and of a resumed run,
 includes compiling the train step, a few seconds).

@@ -222,6 +222,7 @@ def test_pooling_runs_are_the_grid_and_the_seed_1_pair():
   on = configs["overlapping_dropout_on_aug_on_seed1"]
   assert (on.model.pool.window, on.model.dropout_rate, on.seed) == (3, 0.5, 1)
   assert all(on.augmentation.values())
+  assert (on.num_epochs, tuple(on.lr_step_epochs)) == (6, (4, 5.5))  # the 12-epoch recipe halved
 
 
 def test_views_differences_and_means():
