@@ -47,6 +47,7 @@ LEARNING_RATES = (0.1, 0.03, 0.01)  # tried in this order (`pruned_epochs`)
 EPOCH_CAPS = dict(relu=20, tanh=20)  # the scaled init's ReLU runs needed more than 10
 EVAL_EVERY_EPOCHS = 5  # the test error is not the point here; checkpoints come every 1000 steps
 SMOKE_TARGET = 0.9  # --smoke: a training error that a few steps of 8 images reach
+LEVELS = (0.4, 0.35, 0.3)  # training errors also timed: the ratio where a net falls short of 25%
 PAPER_RATIO = 6  # Figure 1: tanh needs about six times the ReLU net's epochs to reach 25%
 
 
@@ -116,19 +117,23 @@ def prepare(
   return config
 
 
-def to_target(record: common.Record) -> tuple[float | None, float | None]:
-  """(epochs, training seconds) to the first logged training error <= the run's
-  stop_at_train_error, or (None, None) where no row reaches it (a diverged run's do not count).
+def to_target(
+  record: common.Record, level: float | None = None
+) -> tuple[float | None, float | None]:
+  """(epochs, training seconds) to the first logged training error <= `level` (default: the
+  run's stop_at_train_error), or (None, None) where no row reaches it (a diverged run's do not
+  count).
 
   A row's interval took (its step - the previous row's step) x batch / its images per second.
   """
   if record.status == "diverged":
     return None, None
+  level = record.config.stop_at_train_error if level is None else level
   seconds, previous = 0.0, 0
   for row in common.train_rows(record.rows):
     seconds += (row["step"] - previous) * record.config.batch_size / row["images_per_second"]
     previous = row["step"]
-    if row["top1_error"] <= record.config.stop_at_train_error:
+    if row["top1_error"] <= level:
       return row["epoch"], seconds
   return None, None
 
@@ -149,11 +154,18 @@ def best_run(records: dict[str, common.Record]) -> str | None:
   return min(last, key=last.get) if last else None
 
 
+def fastest_to(records: dict[str, common.Record], level: float) -> float | None:
+  """The fewest epochs in which a run of `records` (one group) reached `level`, or None."""
+  epochs = [e for e, _ in (to_target(r, level) for r in records.values()) if e is not None]
+  return min(epochs, default=None)
+
+
 def summarize(records: dict[str, common.Record]) -> dict:
   """Per run: epochs and seconds to the target; per (init, activation, seed): the best
   learning rate; per (init, seed): tanh / ReLU ratios of the best runs' epochs and seconds, and
   where tanh fell short of the target, epochs_at_least: its best run's epochs trained over
-  ReLU's epochs to the target."""
+  ReLU's epochs to the target, and at each of LEVELS, each activation's fewest epochs to it (its
+  learning rate chosen for that level) and their ratio."""
   per_run, groups = {}, {}
   for name, r in records.items():
     epochs, seconds = to_target(r)
@@ -187,10 +199,12 @@ def summarize(records: dict[str, common.Record]) -> dict:
         epochs_at_least=common.ratio(tanh["epochs_trained"], relu["epochs_to_target"])
         if short
         else None,
+        levels={f"{level:g}": level_ratio(groups, init, seed, level) for level in LEVELS},
       )
   table = [
     dict(group=group_name(*g), best_lr=b["learning_rate"], epochs=b["epochs_to_target"])
     | dict(seconds=b["seconds_to_target"])
+    | {f"epochs_to_{level:g}": fastest_to(groups[g], level) for level in LEVELS}
     for g, b in best.items()
   ]
   return dict(
@@ -199,6 +213,13 @@ def summarize(records: dict[str, common.Record]) -> dict:
     table=table, paper=f"Figure 1: the ReLU net reaches 25% training error about {PAPER_RATIO}"
     " times faster (in epochs) than the tanh net.",
   )  # fmt: skip
+
+
+def level_ratio(groups: dict, init: str, seed: int, level: float) -> dict:
+  """ReLU's and tanh's fewest epochs to `level` (of `groups`' runs of `init` and `seed`), and
+  tanh / ReLU."""
+  relu, tanh = (fastest_to(groups[init, a, seed], level) for a in ACTIVATIONS)
+  return dict(relu=relu, tanh=tanh, tanh_over_relu=common.ratio(tanh, relu))
 
 
 def plot(records: dict[str, common.Record], summary: dict, workdir: Path) -> list[Path]:

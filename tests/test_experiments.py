@@ -98,7 +98,22 @@ def test_figure1_best_learning_rates_and_the_tanh_over_relu_ratio(figure1_record
   assert ratio["paper_seed0"]["seconds"] == pytest.approx(11 / 2)
   assert ratio["paper_seed0"]["epochs_at_least"] is None
   # tanh short of 25% after 30 epochs, ReLU there at 0.5: at least 60 times the epochs.
-  assert ratio["scaled_seed0"] == pytest.approx(dict(epochs=None, seconds=None, epochs_at_least=60))
+  scaled = ratio["scaled_seed0"]
+  assert (scaled["epochs"], scaled["seconds"], scaled["epochs_at_least"]) == (None, None, 60)
+
+
+def test_figure1_epochs_to_the_other_levels_each_with_its_fastest_rate(figure1_records):
+  """paper: ReLU at 30% after 0.2 epochs (0.03 and 0.01), tanh too (0.03's 26%, though 0.1 is
+  its best run to 25%): 1.0. scaled: ReLU at 0.5 epochs, tanh at 40% after 30 epochs, never at
+  35%."""
+  summary = figure1.summarize(figure1_records)
+  paper, scaled = (summary["tanh_over_relu"][g]["levels"] for g in ("paper_seed0", "scaled_seed0"))
+  assert paper["0.3"] == pytest.approx(dict(relu=0.2, tanh=0.2, tanh_over_relu=1.0))
+  assert scaled["0.4"] == pytest.approx(dict(relu=0.5, tanh=30, tanh_over_relu=60))
+  assert scaled["0.35"] == dict(relu=0.5, tanh=None, tanh_over_relu=None)
+  rows = {row["group"]: row for row in summary["table"]}
+  assert rows["scaled_tanh_seed0"]["epochs_to_0.4"] == 30
+  assert rows["paper_relu_seed0"]["epochs_to_0.35"] == pytest.approx(0.2)
 
 
 def test_figure1_prunes_the_later_learning_rates_to_the_first_epochs_reached():
