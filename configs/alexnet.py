@@ -87,7 +87,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       k=2.0, n=5, alpha=1e-4, beta=0.75, alpha_over_n=False, across_columns=False, after_pool=False
     )
   )
-  m.pool = ml_collections.ConfigDict(dict(window=3, stride=2))  # "Overlapping Pooling"
+  # "Overlapping Pooling". partial_windows: cuda-convnet's output size, ceil((n - window) / stride)
+  # + 1, the last window running past the map's edge (max over, or mean of, the pixels inside it);
+  # no change to this net's sizes (55, 27 and 13 take the windows exactly).
+  m.pool = ml_collections.ConfigDict(dict(window=3, stride=2, partial_windows=False))
   # `features` counts the kernels of both columns together; `reads` is which maps of the layer
   # below each column sees: "own" (its own column) or "all" (both columns); `pool` is "max",
   # "avg" or "" (none). conv1 has total

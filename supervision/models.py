@@ -104,6 +104,13 @@ def _conv2d(x: jax.Array, kernel: jax.Array, stride: int, pads: tuple) -> jax.Ar
   )
 
 
+def partial_window_pad(size: int, window: int, stride: int) -> int:
+  """Pixels past the edge of a map of `size` that cuda-convnet's last pooling window covers: it
+  gives ceil((size - window) / stride) + 1 outputs, where no padding gives floor(...) + 1."""
+  outputs = -(-(size - window) // stride) + 1
+  return (outputs - 1) * stride + window - size
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def max_pool_cpu(x: jax.Array, window: int, stride: int) -> jax.Array:
   """Max pooling (windows of `window` x `window`, no padding) over the axes -3 and -2, whose
@@ -318,9 +325,21 @@ class ColumnNet(nn.Module):
 
   def _pool(self, kind: str, x: jax.Array) -> jax.Array:
     window, stride = self.pool["window"], self.pool["stride"]
-    if kind == "max":
-      return (max_pool_cpu if jax.default_backend() == "cpu" else _max_pool)(x, window, stride)
-    return nn.avg_pool(x, (window, window), strides=(stride, stride), padding="VALID")
+    max_pool = max_pool_cpu if jax.default_backend() == "cpu" else _max_pool
+    avg_pool = lambda x: nn.avg_pool(x, (window, window), (stride, stride), "VALID")  # noqa: E731
+    pads = [(0, 0)] * 2
+    if self.pool.get("partial_windows"):  # absent from the configs of older checkpoints
+      pads = [(0, partial_window_pad(n, window, stride)) for n in x.shape[-3:-1]]
+    if not any(after for _, after in pads):
+      return max_pool(x, window, stride) if kind == "max" else avg_pool(x)
+
+    def pad(x: jax.Array, value: float) -> jax.Array:
+      return jnp.pad(x, [(0, 0)] * (x.ndim - 3) + pads + [(0, 0)], constant_values=value)
+
+    if kind == "max":  # -inf is never a window's maximum
+      return max_pool(pad(x, -jnp.inf), window, stride)
+    inside = avg_pool(pad(jnp.ones((*x.shape[-3:-1], 1), x.dtype), 0))  # each window's share
+    return avg_pool(pad(x, 0)) / inside
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:

@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import pytest
 from PIL import Image
 
 from experiments import common, figure1, lrn, pooling, run, views
-from supervision import train
+from supervision import models, train
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_IMAGES = 39 * 128  # one logged 0.1 epoch of figure1: 39 steps of 128
@@ -238,6 +240,19 @@ def test_pooling_runs_are_the_grid_and_the_seed_1_pair():
   assert (on.model.pool.window, on.model.dropout_rate, on.seed) == (3, 0.5, 1)
   assert all(on.augmentation.values())
   assert (on.num_epochs, tuple(on.lr_step_epochs)) == (6, (4, 5.5))  # the 12-epoch recipe halved
+
+
+def test_pooling_nets_have_equal_sizes_as_in_the_papers_comparison():
+  """ "Output of equivalent dimensions": 24x24 crops pooled to 12, 6 and 3 a side by both
+  poolings (3/2 without partial windows: 11, 5, 2), so every weight has the same shape."""
+  configs = pooling.runs(False, [0])
+  shapes = {}
+  for name in ("overlapping_dropout_on_aug_on_seed0", "non_overlapping_dropout_on_aug_on_seed0"):
+    net = models.create_model(configs[name])
+    params = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 24, 24, 3)))["params"]
+    shapes[name] = jax.tree.map(lambda p: p.shape, params)
+  first, second = shapes.values()
+  assert first == second and first["fc4"]["kernel"][-2] == 3 * 3 * 64
 
 
 def test_views_differences_and_means():

@@ -367,3 +367,31 @@ def test_unknown_dtype_is_a_config_error():
   config.model.dtype = "float16"
   with pytest.raises(ValueError, match="config.model.dtype='float16'"):
     models.create_model(config)
+
+
+@pytest.mark.parametrize("backend_pool", ["cpu", "xla"])
+def test_partial_windows_pool_over_the_pixels_inside_the_map(backend_pool, monkeypatch):
+  """cuda-convnet's sizes: a 6x6 map, windows of 3, stride 2: 3x3 outputs (2x2 without partial
+  windows), the last row and column of windows holding 2 pixels of each side. On 0..35 in
+  row-major order (less 100: negative, so that a padding of zeros would show as a maximum),
+  max: [[14, 16, 17], [26, 28, 29], [32, 34, 35]]; the mean of the last window of the first
+  column is that of 24, 25, 26, 30, 31, 32: 28 (not 28 x 6/9); of the corner, of 28, 29, 34,
+  35: 31.5."""
+  if backend_pool == "xla":  # the GPU's pooling, whose gradient is XLA's
+    monkeypatch.setattr(models, "max_pool_cpu", models._max_pool)
+  config = smoke.get_config()
+  config.model.pool.update(window=3, stride=2, partial_windows=True)
+  model = models.create_model(config)
+  x = jnp.arange(36.0).reshape(1, 6, 6, 1) - 100
+  pool = lambda kind, x: model.apply({}, x, method=lambda m, x: m._pool(kind, x))  # noqa: E731
+  want_max = np.array([[14, 16, 17], [26, 28, 29], [32, 34, 35]])
+  np.testing.assert_array_equal(pool("max", x)[0, ..., 0], want_max - 100)
+  mean = pool("avg", x)[0, ..., 0]
+  assert mean.shape == (3, 3) and mean[0, 0] == -93 and mean[2, 0] == -72 and mean[2, 2] == -68.5
+  grad = jax.grad(lambda x: pool("max", x).sum())(x)[0, ..., 0]
+  np.testing.assert_array_equal(np.flatnonzero(grad), want_max.ravel())  # 1 at each maximum
+  config.model.pool.partial_windows = False
+  assert (
+    models.create_model(config).apply({}, x, method=lambda m, x: m._pool("max", x)).shape[1] == 2
+  )
+  assert [models.partial_window_pad(n, 3, 2) for n in (55, 27, 13, 24, 12, 6)] == [0] * 3 + [1] * 3

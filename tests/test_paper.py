@@ -104,7 +104,7 @@ def test_alexnet_layers_are_the_papers():
   want |= {"fc.features": tuple(n for _, n in ALEXNET_DENSE)}
   want |= {"columns": 2, "activation": "relu", "dropout_rate": DROPOUT_RATE}
   want |= {f"lrn.{k}": v for k, v in LRN.items()} | {"lrn.alpha_over_n": False}
-  want |= {f"pool.{k}": v for k, v in POOL.items()}
+  want |= {f"pool.{k}": v for k, v in POOL.items()} | {"pool.partial_windows": False}
   want |= {"init_std": INIT_STD, "init_bias_one": BIAS_ONE}
   assert got == want
 
