@@ -114,7 +114,7 @@ MUTANTS = [
   ),
   mutant(
     "pooling window 2", "configs/alexnet.py",
-    "dict(window=3, stride=2)", "dict(window=2, stride=2)", PAPER,
+    "dict(window=3, stride=2, partial", "dict(window=2, stride=2, partial", PAPER,
   ),
   mutant(
     "momentum 0.8", "configs/alexnet.py", "config.momentum = 0.9", "config.momentum = 0.8", PAPER,
@@ -221,7 +221,15 @@ MUTANTS = [
   ),
   mutant(
     "max and average pooling swapped", "supervision/models.py",
-    '    if kind == "max":\n', '    if kind == "avg":\n', PAPER,
+    'if kind == "max" else avg_pool(x)', 'if kind == "avg" else avg_pool(x)', PAPER,
+  ),
+  mutant(
+    "partial windows padded with zeros for max pooling", "supervision/models.py",
+    "pad(x, -jnp.inf)", "pad(x, 0)", "tests/test_models.py",
+  ),
+  mutant(
+    "partial windows averaged over the whole window", "supervision/models.py",
+    "return avg_pool(pad(x, 0)) / inside", "return avg_pool(pad(x, 0))", "tests/test_models.py",
   ),
   mutant(
     "ReLU is GELU", "supervision/models.py", '"relu": nn.relu', '"relu": nn.gelu', PAPER,
