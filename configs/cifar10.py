@@ -45,6 +45,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     alexnet.conv("conv3", 64, 5, pool="avg"),
   )
   m.dense = ()  # fc4 is the softmax layer
+  m.pool.partial_windows = True  # cuda-convnet's pooled sizes: 24 -> 12, 6, 3 (not 11, 5, 2)
   m.init_bias_one = ()
 
   config.num_epochs = 12

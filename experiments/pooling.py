@@ -4,10 +4,11 @@ on and off.
 The net is `configs/cifar10.py:hidden_fc`: the CIFAR-10 net with one hidden FC layer of 256
 ReLUs (dropout 0.5 on its outputs) before the classifier, so that dropout has a layer to act
 on. Pooling: overlapping (window 3, stride 2, the paper's) against non-overlapping (window 2,
-stride 2: `--config.model.pool.window=2`), both with cuda-convnet's partial windows at the map's
-edge (`model.pool.partial_windows`), so that, as in the paper's comparison, both produce "output
-of equivalent dimensions": 12, 6 and 3 pixels a side from 24x24 crops (without partial windows
-3/2 pooling gives 11, 5 and 2, and the hidden FC layer reads 256 features against 576). Dropout
+stride 2: `--config.model.pool.window=2`), both with the CIFAR-10 net's partial windows at the
+map's edge (cuda-convnet's `model.pool.partial_windows`), so that, as in the paper's comparison,
+both produce "output of equivalent dimensions": 12, 6 and 3 pixels a side from 24x24 crops
+(without partial windows 3/2 pooling gives 11, 5 and 2, and the hidden FC layer reads 256
+features against 576). Dropout
 off is `--config.model.dropout_rate=0`, augmentation off is all three of
 `--config.augmentation.{random_crop,flip,lighting}=False` (central crops). configs/cifar10.py's
 recipe (weight decay 0.0005, learning rate 0.01 divided by 10 after epochs 8 and 11 of 12) at
@@ -49,7 +50,7 @@ def config_for(
 ) -> ml_collections.ConfigDict:
   config = cifar10.get_config("hidden_fc")
   config.update(SCHEDULE)
-  config.model.pool.update(window=POOLING[pooling], partial_windows=True)
+  config.model.pool.window = POOLING[pooling]
   if not dropout:
     config.model.dropout_rate = 0.0
   if not augmentation:

@@ -51,11 +51,13 @@ CIFAR10_CONV = (
   ("conv3", 64, 5, 1, ((2, 2), (2, 2)), "own", False, "avg"),
 )
 CIFAR10_DENSE = (("fc4", 10),)
-CIFAR10_SHAPES = {  # 24 -> 24 -> 11 -> 11 -> 5 -> 5 -> 2
+# Its pooling gives ceil((size - 3) / 2) + 1 outputs (the last window runs past the edge).
+CIFAR10_POOL = dict(window=3, stride=2, partial_windows=True)
+CIFAR10_SHAPES = {  # 24 -> 24 -> 12 -> 12 -> 6 -> 6 -> 3
   "conv1": (1, 5, 5, 3, 32),
   "conv2": (1, 5, 5, 32, 32),
   "conv3": (1, 5, 5, 32, 64),
-  "fc4": (1, 2 * 2 * 64, 10),
+  "fc4": (1, 3 * 3 * 64, 10),
 }
 
 
@@ -166,14 +168,20 @@ def conv_reference(x, kernel, bias, stride, pads):
   return np.einsum("bhwpc,pck->bhwk", patches, kernel.reshape(k * k, *kernel.shape[2:])) + bias
 
 
-def pool_reference(x, kind, window, stride):
-  """Max or average over window x window patches of stride `stride` (no padding)."""
-  n = (x.shape[1] - window) // stride + 1
-  span = stride * (n - 1) + 1
-  patches = [
-    x[:, i : i + span : stride, j : j + span : stride] for i in range(window) for j in range(window)
-  ]
-  return np.max(patches, axis=0) if kind == "max" else np.mean(patches, axis=0)
+def pool_reference(x, kind, window, stride, partial_windows=False):
+  """Max or average over window x window patches of stride `stride` (no padding); with
+  `partial_windows`, windows start while they start inside the map and reduce over the pixels
+  inside it (cuda-convnet's)."""
+  # Windows start every `stride` pixels while they end inside the map; with partial windows,
+  # also the one whose end first passes it.
+  end = x.shape[1] - window + (stride if partial_windows else 1)
+  starts = range(0, end, stride)
+  reduce = np.max if kind == "max" else np.mean
+  out = np.empty((x.shape[0], len(starts), len(starts), x.shape[-1]))
+  for i, top in enumerate(starts):
+    for j, left in enumerate(starts):
+      out[:, i, j] = reduce(x[:, top : top + window, left : left + window], axis=(1, 2))
+  return out
 
 
 def relu(x):
@@ -210,7 +218,7 @@ def forward_reference(
       if stage == "lrn" and has_lrn and lrn:
         x = [lrn_reference(v, **lrn_constants, alpha_over_n=False) for v in x]
       if stage == "pool" and pooling:
-        x = [pool_reference(v, pooling, pool["window"], pool["stride"]) for v in x]
+        x = [pool_reference(v, pooling, **pool) for v in x]
   x = np.concatenate(x, axis=-1).reshape(len(images), -1)
   for i, (name, _) in enumerate(dense):
     w, b = p[name]["kernel"], p[name]["bias"]
@@ -289,7 +297,9 @@ def test_cifar10_is_cuda_convnets_18pct_net():
   params = random_params(config)
   images = pixels((2, 24, 24, 3))
   got, logits = model_outputs(models.create_model(config), params, images)
-  want, want_logits = forward_reference(images, params, CIFAR10_CONV, CIFAR10_DENSE, 1)
+  want, want_logits = forward_reference(
+    images, params, CIFAR10_CONV, CIFAR10_DENSE, 1, pool=CIFAR10_POOL
+  )
   assert_layers_equal(got, want, ["conv1", "conv2", "conv3", "fc4"], "CIFAR-10 net")
   np.testing.assert_allclose(logits, want_logits, rtol=1e-4, atol=1e-5)
 
@@ -306,8 +316,9 @@ def test_lrn_after_pool_normalizes_the_pooled_maps():
   got, logits = model_outputs(models.create_model(config), params, images)
   rnorm = dict(k=1.0, n=3, alpha=5e-5 / 3, beta=0.75)
   want, want_logits = forward_reference(
-    images, params, CIFAR10_CONV, CIFAR10_DENSE, 1, lrn_constants=rnorm, lrn_after_pool=True
-  )
+    images, params, CIFAR10_CONV, CIFAR10_DENSE, 1, pool=CIFAR10_POOL, lrn_constants=rnorm,
+    lrn_after_pool=True,
+  )  # fmt: skip
   assert_layers_equal(got, want, ["conv1", "conv2", "conv3", "fc4"], "LRN after pooling")
   np.testing.assert_allclose(logits, want_logits, rtol=1e-4, atol=1e-5)
 
@@ -482,6 +493,6 @@ def test_cifar10_recipe_the_variants_keep():
 
 
 def test_cifar10_hidden_fc_shapes():
-  """fc4: 256 ReLUs on the 2 x 2 x 64 pooled conv3 maps; fc5 the classifier."""
-  shapes = dict(CIFAR10_SHAPES, fc4=(1, 2 * 2 * 64, 256), fc5=(1, 256, 10))
+  """fc4: 256 ReLUs on the 3 x 3 x 64 pooled conv3 maps; fc5 the classifier."""
+  shapes = dict(CIFAR10_SHAPES, fc4=(1, 3 * 3 * 64, 256), fc5=(1, 256, 10))
   assert param_shapes(cifar10.get_config("hidden_fc"), 24) == shapes
