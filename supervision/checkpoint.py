@@ -19,6 +19,18 @@ from supervision import ConfigError
 EVAL_ERROR = "eval_top1_error"
 # The config keys that the train state's shapes depend on; a checkpoint restores only with them.
 STATE_KEYS = ("model", "num_classes", "crop_size")
+# Network keys added to the config since checkpoints began storing theirs (2026-11-28), each with
+# the value that builds the network such a checkpoint was trained as: what the code did before.
+ADDED_KEYS = {
+  "channel_order": "rgb",
+  "standardize_inputs": False,
+  "model.lrn.across_columns": False,
+  "model.lrn.after_pool": False,
+  "model.pool.partial_windows": False,
+  "model.dropout_form": "inverted",
+  "model.init": "normal",
+  "model.layer_init_std": {},
+}
 
 
 class CheckpointError(RuntimeError):
@@ -156,7 +168,7 @@ def restore_params(
           "Checkpoint %s is damaged (%s); using the one before.", candidate, _short(e)
         )
         continue
-      config = ml_collections.ConfigDict(restored.meta["config"])
+      config = ml_collections.ConfigDict(with_added_keys(restored.meta["config"]))
       return restored.state["params"], config, int(candidate)
   raise CheckpointError(f"No checkpoint in {directory} restores (steps {steps}).")
 
@@ -250,11 +262,24 @@ def _flat(tree: Any, prefix: str = "") -> dict:
   return {prefix[:-1]: tree}
 
 
+def with_added_keys(stored: dict) -> dict:
+  """A stored config with the ADDED_KEYS it lacks (those of a checkpoint older than them)."""
+  stored = json.loads(json.dumps(stored))  # a copy
+  for key, value in ADDED_KEYS.items():
+    *parents, name = key.split(".")
+    node = stored
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node.setdefault(name, value)
+  return stored
+
+
 def _check_config(stored: dict | None, config: ml_collections.ConfigDict, path: Path) -> None:
   """A ConfigError naming the keys of the model (and what its shapes depend on) that differ
   between the checkpoint's config and `config`. Checkpoints without a config pass."""
   if stored is None:
     return
+  stored = with_added_keys(stored)
   keys = lambda flat: {k: v for k, v in flat.items() if k.split(".")[0] in STATE_KEYS}  # noqa: E731
   before, now = keys(_flat(stored)), keys(_flat(_plain(config)))
   differ = [

@@ -130,13 +130,12 @@ class Network:
 def network_config(
   config: ml_collections.ConfigDict, trained: ml_collections.ConfigDict
 ) -> ml_collections.ConfigDict:
-  """`config` with the network of `trained` (the config a checkpoint was trained with): its
-  NETWORK_KEYS (those stored before a key existed keep `config`'s); the data, mesh, batch size
-  and loader settings stay `config`'s."""
+  """`config` with the network of `trained` (the config a checkpoint was trained with, as
+  `checkpoint.restore_params` reads it): its NETWORK_KEYS; the data, mesh, batch size and
+  loader settings stay `config`'s."""
   merged = ml_collections.ConfigDict(config.to_dict())
   for key in NETWORK_KEYS:
-    if key in trained:
-      merged[key] = trained[key]
+    merged[key] = trained[key]
   return merged
 
 

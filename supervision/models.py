@@ -328,7 +328,7 @@ class ColumnNet(nn.Module):
     max_pool = max_pool_cpu if jax.default_backend() == "cpu" else _max_pool
     avg_pool = lambda x: nn.avg_pool(x, (window, window), (stride, stride), "VALID")  # noqa: E731
     pads = [(0, 0)] * 2
-    if self.pool.get("partial_windows"):  # absent from the configs of older checkpoints
+    if self.pool["partial_windows"]:
       pads = [(0, partial_window_pad(n, window, stride)) for n in x.shape[-3:-1]]
     if not any(after for _, after in pads):
       return max_pool(x, window, stride) if kind == "max" else avg_pool(x)

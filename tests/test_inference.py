@@ -12,6 +12,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -74,16 +75,17 @@ def run_config(dataset, **overrides):
   return config
 
 
-def make_member(workdir, config, std, seed):
+def make_member(workdir, config, std, seed, stored=None):
   """A checkpoint of step 7 with random parameters N(0, std) and a random mean image, with
-  `config` stored, as training leaves them; no training."""
+  `config` (or the config dict `stored`) stored, as training leaves them; no training."""
   model = models.create_model(config)
   images = jnp.zeros((1, config.crop_size, config.crop_size, 3))
   shapes = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
   rng = np.random.default_rng(seed)
   params = jax.tree.map(lambda x: std * rng.standard_normal(x.shape, np.float32), shapes)
   with checkpoint.create_manager(str(workdir), config) as manager:
-    checkpoint.save(manager, State(step=jnp.int32(7), params=params), {}, {}, config)
+    stored = config if stored is None else ml_collections.ConfigDict(stored)
+    checkpoint.save(manager, State(step=jnp.int32(7), params=params), {}, {}, stored)
   size = config.image_size
   mean = rng.uniform(96, 160, (size, size, 3)).astype(np.float32)
   data_stats = dict(
@@ -302,6 +304,36 @@ def test_bad_input_is_named(members, dataset, tmp_path, image_folder):
   image_folder({"train": {"x": 1, "y": 1, "z": 1}})
   with pytest.raises(DataError, match="has 3 classes but the network of .* has 10"):
     inference.write_features(run_config(image_folder.root), str(a.workdir))
+
+
+def test_a_checkpoint_older_than_a_network_key_loads_as_it_was_trained(dataset, tmp_path):
+  """A config stored before model.pool.partial_windows, model.dropout_form and the other keys
+  added since: the network loads as it was trained (its pooling without partial windows, its
+  inverted dropout: the code of then), not with today's settings of the run's config, which
+  would change its shapes (24 -> 12, 6, 3) and its test-time scale; resuming it with them names
+  the keys."""
+  then = run_config(dataset)
+  then.model.pool.partial_windows, then.model.dropout_form = False, "inverted"
+  stored = json.loads(then.to_json())
+  for key in ("channel_order", "standardize_inputs"):
+    del stored[key]
+  for key in ("dropout_form", "init", "layer_init_std"):
+    del stored["model"][key]
+  del stored["model"]["pool"]["partial_windows"]
+  for key in ("across_columns", "after_pool"):
+    del stored["model"]["lrn"][key]
+  member = make_member(tmp_path, then, 0.1, 0, stored)
+  now = run_config(dataset)
+  now.model.pool.partial_windows, now.model.dropout_form = True, "paper"
+  net = inference.load(now, str(tmp_path))
+  images = jnp.asarray(np.random.default_rng(0).uniform(-50, 50, (2, 24, 24, 3)), jnp.float32)
+  np.testing.assert_allclose(
+    net.model.apply({"params": net.params}, images),
+    member.model.apply({"params": member.params}, images), rtol=1e-5, atol=1e-5,
+  )  # fmt: skip
+  with checkpoint.create_manager(str(tmp_path), now, create=False) as manager:
+    with pytest.raises(ConfigError, match="model.dropout_form: 'inverted' there, 'paper' now"):
+      checkpoint.check_config(manager, now)
 
 
 def test_imagenet_names_and_true_classes(imagenet_classes_file, tmp_path):
