@@ -177,8 +177,9 @@ def summarize(records: dict[str, common.Record]) -> dict:
       last_train_error=rows[-1]["top1_error"] if rows else None,
     )  # fmt: skip
     groups.setdefault(group_of(r.config), {})[name] = r
-  best = {}
+  best, to_levels = {}, {}
   for group, members in groups.items():
+    to_levels[group] = {f"{level:g}": fastest_to(members, level) for level in LEVELS}
     name = best_run(members)
     epochs, seconds = to_target(members[name]) if name else (None, None)
     lr = members[name].config.learning_rate if name else None
@@ -199,12 +200,13 @@ def summarize(records: dict[str, common.Record]) -> dict:
         epochs_at_least=common.ratio(tanh["epochs_trained"], relu["epochs_to_target"])
         if short
         else None,
-        levels={f"{level:g}": level_ratio(groups, init, seed, level) for level in LEVELS},
-      )
+        levels={level: level_ratio(*(to_levels[init, a, seed][level] for a in ACTIVATIONS))
+                for level in to_levels[init, "relu", seed]},
+      )  # fmt: skip
   table = [
     dict(group=group_name(*g), best_lr=b["learning_rate"], epochs=b["epochs_to_target"])
     | dict(seconds=b["seconds_to_target"])
-    | {f"epochs_to_{level:g}": fastest_to(groups[g], level) for level in LEVELS}
+    | {f"epochs_to_{level}": epochs for level, epochs in to_levels[g].items()}
     for g, b in best.items()
   ]
   return dict(
@@ -215,10 +217,8 @@ def summarize(records: dict[str, common.Record]) -> dict:
   )  # fmt: skip
 
 
-def level_ratio(groups: dict, init: str, seed: int, level: float) -> dict:
-  """ReLU's and tanh's fewest epochs to `level` (of `groups`' runs of `init` and `seed`), and
-  tanh / ReLU."""
-  relu, tanh = (fastest_to(groups[init, a, seed], level) for a in ACTIVATIONS)
+def level_ratio(relu: float | None, tanh: float | None) -> dict:
+  """ReLU's and tanh's fewest epochs to a level, and tanh / ReLU."""
   return dict(relu=relu, tanh=tanh, tanh_over_relu=common.ratio(tanh, relu))
 
 
