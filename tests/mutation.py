@@ -201,6 +201,10 @@ MUTANTS = [
     PREPROCESSING,
   ),
   mutant(
+    "old checkpoints' missing keys filled with today's defaults", "supervision/checkpoint.py",
+    '"model.dropout_form": "inverted"', '"model.dropout_form": "paper"', "tests/test_inference.py",
+  ),
+  mutant(
     "LRN after_pool ignored", "supervision/models.py",
     "x = lrn(pool(x)) if self.lrn[\"after_pool\"] else pool(lrn(x))", "x = pool(lrn(x))", PAPER,
   ),

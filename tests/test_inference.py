@@ -260,7 +260,7 @@ def test_features_are_the_last_hidden_layers_activations(members, dataset):
   assert path == a.workdir / "features" / "test.npz"
   assert check_features(a, path, files, labels).shape == (20, 32)  # fc4's 32 outputs
   path = inference.write_features(run_config(dataset), str(b.workdir))
-  assert check_features(b, path, files, labels).shape == (20, 4 * 4 * 8)  # conv3's maps
+  assert check_features(b, path, files, labels).shape == (20, 5 * 5 * 8)  # conv3: 20 -> 10 -> 5
   config = run_config(dataset, features=dict(split="train"))
   path = inference.write_features(config, str(b.workdir))
   train_files = [dataset / "train" / name / "0000.jpg" for name in CLASSES]

@@ -221,7 +221,7 @@ def test_scaled_init_has_variance_gain_over_fan_in(activation, gain):
   tanh units; the fan-in of a column reading its own column counts that column's maps only."""
   config = smoke.get_config()  # two columns: conv2 reads 8 maps, conv3 and fc4 all 16
   config.model.update(init="scaled", activation=activation)
-  fan_in = {"conv1": 5 * 5 * 3, "conv2": 5 * 5 * 8, "conv3": 5 * 5 * 16, "fc4": 2 * 2 * 16}
+  fan_in = {"conv1": 5 * 5 * 3, "conv2": 5 * 5 * 8, "conv3": 5 * 5 * 16, "fc4": 3 * 3 * 16}
   for name, layer in _init(config).items():
     if name in fan_in:
       std = float(jnp.std(layer["kernel"]))
