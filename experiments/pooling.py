@@ -8,15 +8,14 @@ stride 2: `--config.model.pool.window=2`), both with the CIFAR-10 net's partial 
 map's edge (cuda-convnet's `model.pool.partial_windows`), so that, as in the paper's comparison,
 both produce "output of equivalent dimensions": 12, 6 and 3 pixels a side from 24x24 crops
 (without partial windows 3/2 pooling gives 11, 5 and 2, and the hidden FC layer reads 256
-features against 576). Dropout
-off is `--config.model.dropout_rate=0`, augmentation off is all three of
-`--config.augmentation.{random_crop,flip,lighting}=False` (central crops). configs/cifar10.py's
-recipe (weight decay 0.0005, learning rate 0.01 divided by 10 after epochs 8 and 11 of 12) at
-half its length, SCHEDULE: the claims are relative ones, and the grid at 12 epochs would take
-about 2 hours. The 2 x 2 x 2 grid with seed 0, and the two runs with dropout and augmentation on
-also with seed 1 (the paper's effect is small: 0.4% top-1 on ImageNet). Each final net is also
-evaluated on the training split in test mode (central crop, no dropout), into
-train_split_results.json, for the train-minus-test gap.
+features against 576). Dropout off is `--config.model.dropout_rate=0`, augmentation off is all
+three of `--config.augmentation.{random_crop,flip,lighting}=False` (central crops).
+configs/cifar10.py's recipe (weight decay 0.0005, learning rate 0.01 divided by 10 after epochs
+8 and 11 of 12) at half its length, SCHEDULE: the claims are relative ones, and the grid at 12
+epochs would take about 2 hours. The 2 x 2 x 2 grid with seed 0, and the two runs with dropout
+and augmentation on also with seed 1 (the paper's effect is small: 0.4% top-1 on ImageNet).
+Each final net is also evaluated on the training split in test mode (central crop, no
+dropout), into train_split_results.json, for the train-minus-test gap.
 
 Time on 2 CPU cores: 10 runs of 6 epochs, about 5 minutes a run with the pass over the
 training split: about 50 minutes.

@@ -168,7 +168,7 @@ def restore_params(
           "Checkpoint %s is damaged (%s); using the one before.", candidate, _short(e)
         )
         continue
-      config = ml_collections.ConfigDict(with_added_keys(restored.meta["config"]))
+      config = ml_collections.ConfigDict(_with_added_keys(restored.meta["config"]))
       return restored.state["params"], config, int(candidate)
   raise CheckpointError(f"No checkpoint in {directory} restores (steps {steps}).")
 
@@ -262,7 +262,7 @@ def _flat(tree: Any, prefix: str = "") -> dict:
   return {prefix[:-1]: tree}
 
 
-def with_added_keys(stored: dict) -> dict:
+def _with_added_keys(stored: dict) -> dict:
   """A stored config with the ADDED_KEYS it lacks (those of a checkpoint older than them)."""
   stored = json.loads(json.dumps(stored))  # a copy
   for key, value in ADDED_KEYS.items():
@@ -279,7 +279,7 @@ def _check_config(stored: dict | None, config: ml_collections.ConfigDict, path: 
   between the checkpoint's config and `config`. Checkpoints without a config pass."""
   if stored is None:
     return
-  stored = with_added_keys(stored)
+  stored = _with_added_keys(stored)
   keys = lambda flat: {k: v for k, v in flat.items() if k.split(".")[0] in STATE_KEYS}  # noqa: E731
   before, now = keys(_flat(stored)), keys(_flat(_plain(config)))
   differ = [
