@@ -1,5 +1,6 @@
 """Orbax checkpoints: train state, data-iterator position, schedule state and config."""
 
+import copy
 import json
 import time
 from collections.abc import Collection
@@ -264,7 +265,7 @@ def _flat(tree: Any, prefix: str = "") -> dict:
 
 def _with_added_keys(stored: dict) -> dict:
   """A stored config with the ADDED_KEYS it lacks (those of a checkpoint older than them)."""
-  stored = json.loads(json.dumps(stored))  # a copy
+  stored = copy.deepcopy(stored)
   for key, value in ADDED_KEYS.items():
     *parents, name = key.split(".")
     node = stored

@@ -309,9 +309,9 @@ def test_bad_input_is_named(members, dataset, tmp_path, image_folder):
 def test_a_checkpoint_older_than_a_network_key_loads_as_it_was_trained(dataset, tmp_path):
   """A config stored before model.pool.partial_windows, model.dropout_form and the other keys
   added since: the network loads as it was trained (its pooling without partial windows, its
-  inverted dropout: the code of then), not with today's settings of the run's config, which
-  would change its shapes (24 -> 12, 6, 3) and its test-time scale; resuming it with them names
-  the keys."""
+  inverted dropout, RGB inputs not standardized: the code of then), not with today's settings
+  of the run's config, which would change its shapes (24 -> 12, 6, 3), its test-time scale and
+  its inputs; resuming it with them names the keys."""
   then = run_config(dataset)
   then.model.pool.partial_windows, then.model.dropout_form = False, "inverted"
   stored = json.loads(then.to_json())
@@ -325,7 +325,9 @@ def test_a_checkpoint_older_than_a_network_key_loads_as_it_was_trained(dataset, 
   member = make_member(tmp_path, then, 0.1, 0, stored)
   now = run_config(dataset)
   now.model.pool.partial_windows, now.model.dropout_form = True, "paper"
+  now.channel_order, now.standardize_inputs = "bgr", True  # the inputs, outside the model
   net = inference.load(now, str(tmp_path))
+  assert (net.config.channel_order, net.config.standardize_inputs) == ("rgb", False)
   images = jnp.asarray(np.random.default_rng(0).uniform(-50, 50, (2, 24, 24, 3)), jnp.float32)
   np.testing.assert_allclose(
     net.model.apply({"params": net.params}, images),

@@ -169,11 +169,9 @@ def conv_reference(x, kernel, bias, stride, pads):
 
 
 def pool_reference(x, kind, window, stride, partial_windows=False):
-  """Max or average over window x window patches of stride `stride` (no padding); with
-  `partial_windows`, windows start while they start inside the map and reduce over the pixels
-  inside it (cuda-convnet's)."""
-  # Windows start every `stride` pixels while they end inside the map; with partial windows,
-  # also the one whose end first passes it.
+  """Max or average over window x window patches, one starting every `stride` pixels while it
+  ends inside the map (no padding); with `partial_windows` (cuda-convnet's), also the one whose
+  end first passes the edge, reduced over its pixels inside the map."""
   end = x.shape[1] - window + (stride if partial_windows else 1)
   starts = range(0, end, stride)
   reduce = np.max if kind == "max" else np.mean
