@@ -3,7 +3,8 @@
 Each run of an experiment trains in WORKDIR/<run name>/ through `train.train_and_evaluate`, one
 after the other in this process. A run is finished when its eval_results.json exists (it is
 then skipped), diverged when its diverged.json does (train raised FloatingPointError; also
-skipped), and otherwise trained, resuming from its checkpoint where it has one.
+skipped), and otherwise trained, resuming from its checkpoint where it has one. A run that
+continues an earlier one starts from a copy of that run's folder: its checkpoints and rows.
 """
 
 import dataclasses
@@ -72,12 +73,18 @@ def read_record(config: ml_collections.ConfigDict, run_dir: Path) -> Record:
   return record
 
 
-def train_run(config: ml_collections.ConfigDict, run_dir: Path) -> None:
+def train_run(
+  config: ml_collections.ConfigDict, run_dir: Path, continues: Path | None = None
+) -> None:
   """Trains the run in `run_dir` (holding its lock) unless it has finished or diverged; a
-  FloatingPointError is written to its diverged.json. `train.Stopped` passes through."""
+  FloatingPointError is written to its diverged.json. `train.Stopped` passes through. A run
+  that `continues` another folder and has none yet gets a copy of it (`copy_run`)."""
   if (run_dir / EVAL_RESULTS).exists() or (run_dir / DIVERGED).exists():
     train.say(f"{run_dir.name}: done before, skipped.")
     return
+  if continues and not run_dir.exists():
+    train.say(f"{run_dir.name}: continues {continues.name}.")
+    copy_run(continues, run_dir)
   train.say(f"{run_dir.name}: training in {run_dir}.")
   share_stats(run_dir)
   with workdirs.locked(str(run_dir)):
@@ -86,6 +93,16 @@ def train_run(config: ml_collections.ConfigDict, run_dir: Path) -> None:
     except FloatingPointError as e:
       train.say(f"{run_dir.name} diverged: {e}")
       (run_dir / DIVERGED).write_text(json.dumps(dict(error=str(e))) + "\n")
+
+
+def copy_run(source: Path, run_dir: Path) -> None:
+  """`source`'s folder copied to `run_dir`, less what ends a run (its final evaluations) and its
+  lock: training resumes from its last checkpoint, and its rows go on."""
+  partial = run_dir.with_name(run_dir.name + ".partial")  # a copy cut short is not a run
+  shutil.rmtree(partial, ignore_errors=True)
+  ignore = shutil.ignore_patterns(EVAL_RESULTS, TRAIN_SPLIT_RESULTS, workdirs.LOCK)
+  shutil.copytree(source, partial, ignore=ignore)
+  partial.rename(run_dir)
 
 
 def share_stats(run_dir: Path) -> None:
@@ -129,17 +146,23 @@ def run_experiment(
   """Trains the runs of the experiment `module` that are not done (with `train_runs`), then
   writes WORKDIR/results.json and the module's plots from whatever runs exist; returns the
   results. The module has `runs(smoke, seeds)` ({name: config}), `summarize(records)` and
-  `plot(records, summary, workdir)`; optionally `prepare(config, records)` (a run's config
-  from the records of the runs before it) and `after_run(config, run_dir)`."""
+  `plot(records, summary, workdir)`; optionally `prepare(name, config, records)` (a run's
+  config from the records of the runs before it, or None: the run is not needed),
+  `continues(name, config, records)` (the earlier run it continues, or None) and
+  `after_run(config, run_dir)`."""
   seeds = tuple(seeds or module.SEEDS)[: 1 if smoke_size else None]
   root = workdirs.create(workdir)
   records: dict[str, Record] = {}
   for name, config in module.runs(smoke_size, seeds).items():
     config.dataset = dataset
     if hasattr(module, "prepare"):
-      config = module.prepare(config, records)
+      config = module.prepare(name, config, records)
+      if config is None:
+        continue
     if train_runs:
-      train_run(config, root / name)
+      continues = getattr(module, "continues", lambda *_: None)
+      source = continues(name, config, records)
+      train_run(config, root / name, source and root / source)
       if hasattr(module, "after_run"):
         module.after_run(config, root / name)
     records[name] = read_record(config, root / name)

@@ -30,6 +30,7 @@ STEPS = "tests/test_steps.py"
 PREPROCESSING = "tests/test_preprocessing.py"
 PLATEAU_TRAINING = "tests/test_train.py::test_plateau_drops_reach_training_and_survive_a_resume"
 CAFFE = "tests/test_caffe.py"
+EXPERIMENTS = "tests/test_experiments.py::test_"
 
 
 @dataclasses.dataclass
@@ -372,6 +373,22 @@ MUTANTS = [
     "BGR views not reversed", "supervision/preprocessing.py",
     'return views[..., ::-1] if config.channel_order == "bgr" else views', "return views",
     PREPROCESSING,
+  ),
+  # The experiments' runner.
+  mutant(
+    "a continued run copies its source's final evaluation (and is skipped as done)",
+    "experiments/common.py", "ignore_patterns(EVAL_RESULTS, ", "ignore_patterns(",
+    EXPERIMENTS + "a_continued_run_starts_from_a_copy_without_the_final_evaluations_or_the_lock",
+  ),
+  mutant(
+    "a pair that reached 25% continues its best run too", "experiments/figure1.py",
+    "best if best is not None and to_target(group[best])[0] is None else None", "best",
+    EXPERIMENTS + "figure1_continues_the_best_rate_of_a_pair_that_fell_short",
+  ),
+  mutant(
+    "the best of a pair short of 25% is its lowest last error, not its longest run",
+    "experiments/figure1.py", '(-rows[-1]["epoch"], rows[-1]["top1_error"])',
+    'rows[-1]["top1_error"]', EXPERIMENTS + "figure1_a_continued_run_is_its_pairs_best",
   ),
 ]  # fmt: skip
 

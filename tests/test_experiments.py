@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from experiments import common, figure1, lrn, pooling, run, views
-from supervision import models, train
+from supervision import figures, models, train
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_IMAGES = 39 * 128  # one logged 0.1 epoch of figure1: 39 steps of 128
@@ -127,23 +127,69 @@ def test_figure1_prunes_the_later_learning_rates_to_the_first_epochs_reached():
   done = {"paper_relu_lr0.1_seed0": record(configs["paper_relu_lr0.1_seed0"], rows=[
     train_row(39, 0.5, epoch=1.0), train_row(78, 0.25, epoch=2.3),
   ])}  # fmt: skip
-  assert figure1.prepare(configs["paper_relu_lr0.03_seed0"], done).num_epochs == 3
-  assert figure1.prepare(configs["paper_tanh_lr0.03_seed0"], done).num_epochs == 20
-  assert figure1.prepare(configs["scaled_relu_lr0.03_seed0"], done).num_epochs == 20
+  prepare = lambda name: figure1.prepare(name, configs[name], done)  # noqa: E731
+  assert prepare("paper_relu_lr0.03_seed0").num_epochs == 3
+  assert prepare("paper_tanh_lr0.03_seed0").num_epochs == 20
+  assert prepare("scaled_relu_lr0.03_seed0").num_epochs == 20
   done["paper_relu_lr0.1_seed0"].status = "diverged"  # its rows do not count
-  assert figure1.prepare(configs["paper_relu_lr0.01_seed0"], done).num_epochs == 20
+  assert prepare("paper_relu_lr0.01_seed0").num_epochs == 20
+
+
+def test_figure1_continues_the_best_rate_of_a_pair_that_fell_short(figure1_records):
+  """Of the fixture's groups only scaled/tanh never reaches 25%: its continued run goes on from
+  lr 0.03 (40% last, against 0.1's 50%), to 60 epochs at that rate; the others have none."""
+  configs = figure1.runs(False, [0])
+  done = {n: r for n, r in figure1_records.items() if "_continued_" not in n}
+  name = "scaled_tanh_continued_seed0"
+  assert figure1.continues(name, configs[name], done) == "scaled_tanh_lr0.03_seed0"
+  config = figure1.prepare(name, configs[name], done)
+  assert (config.learning_rate, config.num_epochs) == (0.03, 60)
+  for group in ("paper_relu", "paper_tanh", "scaled_relu"):
+    name = f"{group}_continued_seed0"
+    assert figure1.continues(name, configs[name], done) is None
+    assert figure1.prepare(name, configs[name], done) is None
+  name = "scaled_tanh_lr0.01_seed0"  # a learning rate's run continues none
+  assert figure1.continues(name, configs[name], done) is None
+  diverged = {n: r for n, r in done.items() if n == "paper_relu_lr0.1_seed0"}
+  name = "paper_relu_continued_seed0"
+  assert figure1.continues(name, configs[name], diverged) is None
+
+
+def test_figure1_a_continued_run_is_its_pairs_best(figure1_records):
+  """scaled/tanh continued from lr 0.03 (its rows from 30 epochs on) reaches 25% at 45
+  epochs; ReLU was there at 0.5: tanh / ReLU = 90."""
+  name = "scaled_tanh_continued_seed0"
+  continued = figure1_records[name].config
+  continued.learning_rate = 0.03
+  rows = figure1_records["scaled_tanh_lr0.03_seed0"].rows + [train_row(17550, 0.25, epoch=45)]
+  figure1_records[name] = record(continued, rows=rows)
+  summary = figure1.summarize(figure1_records)
+  assert summary["best"]["scaled_tanh_seed0"]["run"] == name
+  assert summary["tanh_over_relu"]["scaled_seed0"]["epochs"] == pytest.approx(90)
+  assert summary["runs"][name]["epochs_to_target"] == 45
+  # Short of 25% even at 45 epochs, and last at 45% (lr 0.03's last was 40%): still the pair's
+  # best, and the lower bound is its 45 epochs over ReLU's 0.5.
+  figure1_records[name].rows[-1] = train_row(17550, 0.45, epoch=45)
+  summary = figure1.summarize(figure1_records)
+  assert summary["best"]["scaled_tanh_seed0"]["run"] == name
+  assert summary["tanh_over_relu"]["scaled_seed0"]["epochs_at_least"] == pytest.approx(90)
 
 
 def test_figure1_runs_are_the_no_regularization_net():
   configs = figure1.runs(False, [0])
-  assert len(configs) == 2 * 2 * 3
+  assert len(configs) == 2 * 2 * (3 + 1)
   paper, scaled = configs["paper_tanh_lr0.03_seed0"], configs["scaled_relu_lr0.1_seed0"]
   assert (paper.model.init, dict(paper.model.layer_init_std)) == (
     "normal", dict(conv1=1e-4, conv2=1e-2, conv3=1e-2, fc4=1e-2),
   )  # fmt: skip
   assert (paper.model.activation, paper.learning_rate, paper.num_epochs) == ("tanh", 0.03, 20)
-  assert list(configs)[:6] == [  # the paper's init first: the setting of its claim
-    f"paper_{a}_lr{lr}_seed0" for a in ("relu", "tanh") for lr in ("0.1", "0.03", "0.01")
+  assert list(configs)[:8] == [  # the paper's init first: the setting of its claim
+    name
+    for a in ("relu", "tanh")
+    for name in [
+      *(f"paper_{a}_lr{lr}_seed0" for lr in ("0.1", "0.03", "0.01")),
+      f"paper_{a}_continued_seed0",
+    ]
   ]
   assert (scaled.model.init, scaled.model.activation, scaled.num_epochs) == ("scaled", "relu", 20)
   assert scaled.standardize_inputs and not paper.standardize_inputs
@@ -304,6 +350,49 @@ def test_a_signal_ends_the_runner_with_128_plus_it(tmp_path, monkeypatch):
   with pytest.raises(SystemExit) as exit:
     run.execute("views", "fake", str(tmp_path))
   assert exit.value.code == 128 + signal.SIGTERM
+
+
+def test_a_continued_run_starts_from_a_copy_without_the_final_evaluations_or_the_lock(tmp_path):
+  source, run_dir = tmp_path / "lr0.1", tmp_path / "continued"
+  (source / "checkpoints" / "780").mkdir(parents=True)
+  (source / "checkpoints" / "780" / "state").write_text("weights")
+  for name in ("metrics.jsonl", common.EVAL_RESULTS, common.TRAIN_SPLIT_RESULTS, ".lock"):
+    (source / name).write_text(name)
+  (tmp_path / "continued.partial").mkdir()  # a copy cut short by a kill
+  (tmp_path / "continued.partial" / "stale").write_text("")
+  common.copy_run(source, run_dir)
+  assert sorted(p.name for p in run_dir.rglob("*")) == [
+    "780",
+    "checkpoints",
+    "metrics.jsonl",
+    "state",
+  ]
+  assert (run_dir / "checkpoints" / "780" / "state").read_text() == "weights"
+  assert (source / common.EVAL_RESULTS).exists() and not (tmp_path / "continued.partial").exists()
+
+
+def test_a_continued_run_resumes_from_its_sources_last_checkpoint(
+  tmp_path, cifar10_small_dir, monkeypatch
+):
+  """--smoke with a target no run reaches: each activation's run of 2 steps goes on to 4 in its
+  continued run, whose rows are the source's and 2 more; the source stays finished at 2."""
+  monkeypatch.setattr(figure1, "SMOKE_TARGET", 1e-6)
+  results = run.execute("figure1", f"folder:{cifar10_small_dir}", str(tmp_path), smoke=True)
+  assert results["runs"] == {
+    name: "finished"
+    for a in ("relu", "tanh")
+    for name in (f"paper_{a}_lr0.03_seed0", f"paper_{a}_continued_seed0")
+  }
+  for activation in ("relu", "tanh"):
+    source = tmp_path / f"paper_{activation}_lr0.03_seed0"
+    continued = tmp_path / f"paper_{activation}_continued_seed0"
+    rows = [
+      common.train_rows(figures.read_metrics(d / "metrics.jsonl")) for d in (source, continued)
+    ]
+    assert [r["step"] for r in rows[1]] == [1, 2, 3, 4] and rows[1][:2] == rows[0]
+    steps = [json.loads((d / common.EVAL_RESULTS).read_text())["step"] for d in (source, continued)]
+    assert steps == [2, 4]
+  assert results["summary"]["best"]["paper_tanh_seed0"]["run"] == "paper_tanh_continued_seed0"
 
 
 # Each experiment at its --smoke size, on the real training path.
