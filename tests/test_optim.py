@@ -15,7 +15,7 @@ def test_paper_sgd_equals_the_two_equations_across_an_lr_drop():
   lrs = [0.01, 0.01, 0.01, 0.001, 0.001, 0.001]
   schedule = optax.piecewise_constant_schedule(0.01, {3: 0.1})
   tx = optim.paper_sgd(schedule, momentum=0.9, weight_decay=5e-4)
-  params = {k: jnp.asarray(v, jnp.float64) for k, v in w0.items()}
+  params = {k: jnp.asarray(v, jnp.float32) for k, v in w0.items()}  # as trained
   state = tx.init(params)
   w = {k: v.copy() for k, v in w0.items()}
   v = {k: np.zeros_like(x) for k, x in w0.items()}
