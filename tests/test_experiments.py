@@ -372,7 +372,7 @@ def test_a_continued_run_starts_from_a_copy_without_the_final_evaluations_or_the
 
 
 def test_a_continued_run_resumes_from_its_sources_last_checkpoint(
-  tmp_path, cifar10_small_dir, monkeypatch
+  tmp_path, cifar10_small_dir, monkeypatch, capsys
 ):
   """--smoke with a target no run reaches: each activation's run of 2 steps goes on to 4 in its
   continued run, whose rows are the source's and 2 more; the source stays finished at 2."""
@@ -392,6 +392,8 @@ def test_a_continued_run_resumes_from_its_sources_last_checkpoint(
     assert [r["step"] for r in rows[1]] == [1, 2, 3, 4] and rows[1][:2] == rows[0]
     steps = [json.loads((d / common.EVAL_RESULTS).read_text())["step"] for d in (source, continued)]
     assert steps == [2, 4]
+  said = capsys.readouterr().out  # resumed, not trained again from step 0 (same rows)
+  assert said.count("continues paper_") == 2 and said.count("resumed at step 2") == 2, said
   assert results["summary"]["best"]["paper_tanh_seed0"]["run"] == "paper_tanh_continued_seed0"
 
 
