@@ -153,6 +153,7 @@ def run_experiment(
   seeds = tuple(seeds or module.SEEDS)[: 1 if smoke_size else None]
   root = workdirs.create(workdir)
   records: dict[str, Record] = {}
+  continues = getattr(module, "continues", None)
   for name, config in module.runs(smoke_size, seeds).items():
     config.dataset = dataset
     if hasattr(module, "prepare"):
@@ -160,8 +161,7 @@ def run_experiment(
       if config is None:
         continue
     if train_runs:
-      continues = getattr(module, "continues", lambda *_: None)
-      source = continues(name, config, records)
+      source = continues(name, config, records) if continues else None
       train_run(config, root / name, source and root / source)
       if hasattr(module, "after_run"):
         module.after_run(config, root / name)
