@@ -8,6 +8,7 @@ continues an earlier one starts from a copy of that run's folder: its checkpoint
 """
 
 import dataclasses
+import fnmatch
 import json
 import math
 import shutil
@@ -20,7 +21,7 @@ from typing import Any
 import ml_collections
 from matplotlib.figure import Figure
 
-from supervision import checkpoint, figures, train, workdirs
+from supervision import ConfigError, checkpoint, figures, train, workdirs
 
 EVAL_RESULTS = "eval_results.json"  # written by train.evaluate_views: the eval split's errors
 DIVERGED = "diverged.json"  # written here when a run's training raises FloatingPointError
@@ -142,25 +143,29 @@ def run_experiment(
   smoke_size: bool = False,
   seeds: Sequence[int] | None = None,
   train_runs: bool = True,
+  only: Sequence[str] = (),
 ) -> dict:
-  """Trains the runs of the experiment `module` that are not done (with `train_runs`), then
-  writes WORKDIR/results.json and the module's plots from whatever runs exist; returns the
-  results. The module has `runs(smoke, seeds)` ({name: config}), `summarize(records)` and
+  """Trains the runs of the experiment `module` that are not done (with `train_runs`; with
+  `only`, those whose names match one of its shell patterns), then writes WORKDIR/results.json
+  and the module's plots from whatever runs exist; returns the results. The module has
+  `runs(smoke, seeds)` ({name: config}), `summarize(records)` and
   `plot(records, summary, workdir)`; optionally `prepare(name, config, records)` (a run's
   config from the records of the runs before it, or None: the run is not needed),
   `continues(name, config, records)` (the earlier run it continues, or None) and
   `after_run(config, run_dir)`."""
   seeds = tuple(seeds or module.SEEDS)[: 1 if smoke_size else None]
+  runs = module.runs(smoke_size, seeds)
+  chosen = selected(list(runs), only)
   root = workdirs.create(workdir)
   records: dict[str, Record] = {}
   continues = getattr(module, "continues", None)
-  for name, config in module.runs(smoke_size, seeds).items():
+  for name, config in runs.items():
     config.dataset = dataset
     if hasattr(module, "prepare"):
       config = module.prepare(name, config, records)
       if config is None:
         continue
-    if train_runs:
+    if train_runs and name in chosen:
       source = continues(name, config, records) if continues else None
       train_run(config, root / name, source and root / source)
       if hasattr(module, "after_run"):
@@ -181,6 +186,20 @@ def run_experiment(
   (root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
   print_results(results, root)
   return results
+
+
+def selected(names: Sequence[str], patterns: Sequence[str]) -> set[str]:
+  """The names that match one of the shell patterns (all of them without patterns); a pattern
+  that matches none is a ConfigError naming it."""
+  if not patterns:
+    return set(names)
+  chosen = set()
+  for pattern in patterns:
+    matches = fnmatch.filter(names, pattern)
+    if not matches:
+      raise ConfigError(f"--runs: {pattern!r} matches no run; the runs: {', '.join(names)}.")
+    chosen.update(matches)
+  return chosen
 
 
 def print_results(results: dict, root: Path) -> None:

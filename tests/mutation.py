@@ -381,6 +381,11 @@ MUTANTS = [
     EXPERIMENTS + "a_continued_run_starts_from_a_copy_without_the_final_evaluations_or_the_lock",
   ),
   mutant(
+    "--runs ignored: every run not done is trained", "experiments/common.py",
+    "if train_runs and name in chosen:", "if train_runs:",
+    EXPERIMENTS + "runs_trains_only_the_matching_runs_and_names_a_pattern_that_matches_none",
+  ),
+  mutant(
     "a pair that reached 25% continues its best run too", "experiments/figure1.py",
     "best if best is not None and to_target(group[best])[0] is None else None", "best",
     EXPERIMENTS + "figure1_continues_the_best_rate_of_a_pair_that_fell_short",

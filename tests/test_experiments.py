@@ -342,6 +342,25 @@ def test_the_runner_records_a_diverged_run_goes_on_and_skips_both_after(tmp_path
   assert collected["missing"] == ["seed2"] and trained == ["seed0", "seed1"]
 
 
+def test_runs_trains_only_the_matching_runs_and_names_a_pattern_that_matches_none(
+  tmp_path, monkeypatch
+):
+  trained = []
+
+  def fake_train(config, workdir):
+    trained.append(Path(workdir).name)
+    (Path(workdir) / "metrics.jsonl").write_text(json.dumps(train_row(4680, 0.1)) + "\n")
+    results = dict(step=4680, center=dict(top1_error=0.3), ten_views=dict(top1_error=0.28))
+    (Path(workdir) / common.EVAL_RESULTS).write_text(json.dumps(results))
+
+  monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+  results = run.execute("views", "fake", str(tmp_path), seeds=[0, 1, 2], only=["*1", "seed2"])
+  assert trained == ["seed1", "seed2"] and results["missing"] == ["seed0"]
+  with pytest.raises(SystemExit, match=r"--runs: 'seed3' matches no run; the runs: seed0, seed1"):
+    run.execute("views", "fake", str(tmp_path), seeds=[0, 1], only=["seed0", "seed3"])
+  assert trained == ["seed1", "seed2"], "a run was trained though a pattern matched nothing"
+
+
 def test_a_signal_ends_the_runner_with_128_plus_it(tmp_path, monkeypatch):
   def stopped(config, workdir):
     raise train.Stopped(signal.SIGTERM)
