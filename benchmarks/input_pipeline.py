@@ -27,7 +27,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from supervision import input_pipeline, prepare, prepared, sharding, train
+from supervision import datasets, input_pipeline, prepare, prepared, sharding, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).")
@@ -174,8 +174,8 @@ def report(config: ml_collections.ConfigDict) -> None:
   ready.dataset = f"{prepared.PREFIX}{out}"
   config = config.copy_and_resolve_references()
   config.decoder = "host"  # config.decoder applies to the prepared data
-  full_source = input_pipeline.decoding_source(config, config.train_split)
-  ready_source = input_pipeline.decoding_source(ready, ready.train_split)
+  full_source = datasets.decoding_source(config, config.train_split)
+  ready_source = datasets.decoding_source(ready, ready.train_split)
   sources = {"full-size": full_source, "prepared": ready_source}
   trainer = train.Trainer(ready, FLAGS.workdir)
   workers, threads = input_pipeline.loader_settings(ready, sources["prepared"])

@@ -26,6 +26,7 @@ from supervision import (
   ConfigError,
   DataError,
   checkpoint,
+  datasets,
   input_pipeline,
   models,
   preprocessing,
@@ -166,9 +167,9 @@ def load(config: ml_collections.ConfigDict, workdir: str, step: int | None = Non
 
 
 def dataset_classes(net: Network) -> list[str]:
-  """The class names of the run's dataset (`input_pipeline.class_names`), as many as the
+  """The class names of the run's dataset (`datasets.class_names`), as many as the
   network has outputs."""
-  names = input_pipeline.class_names(net.config)
+  names = datasets.class_names(net.config)
   if len(names) != net.config.num_classes:
     raise DataError(
       f"{net.config.dataset} has {len(names)} classes but the network of {net.workdir} has"

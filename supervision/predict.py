@@ -2,7 +2,7 @@
 ("Qualitative Evaluations"), printed and optionally drawn.
 
 The images (`config.predict.path`: a file, or a folder and its subfolders) are decoded and
-preprocessed as evaluation does (`input_pipeline.decode_image`, `preprocessing.center_view` or
+preprocessed as evaluation does (`datasets.decode_image`, `preprocessing.center_view` or
 `ten_views` with the network's mean image); the class names are the run's dataset's. An
 image in a class folder of a dataset's layout, ROOT/SPLIT/CLASS/FILE, has that true class.
 """
@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
-from supervision import ConfigError, DataError, checkpoint, inference, input_pipeline, train
+from supervision import ConfigError, DataError, checkpoint, datasets, inference, train
 
 TOP = 5
 FIGURE_INCHES = (3.0, 4.5)  # at FIGURE_DPI: 300 x 450 pixels
@@ -39,10 +39,10 @@ def image_files(path: str) -> list[Path]:
 
 def true_label(file: Path, labels: dict[str, int]) -> int:
   """The label of the class folder CLASS of a file ROOT/SPLIT/CLASS/FILE, where `labels` maps
-  the class folders' names to labels and SPLIT is one of `input_pipeline.FOLDER_SPLITS`; -1
+  the class folders' names to labels and SPLIT is one of `datasets.FOLDER_SPLITS`; -1
   for a file elsewhere."""
   folder = file.absolute().parent
-  in_split = folder.parent.name in input_pipeline.FOLDER_SPLITS
+  in_split = folder.parent.name in datasets.FOLDER_SPLITS
   return labels.get(folder.name, -1) if in_split else -1
 
 
@@ -50,7 +50,7 @@ def display_names(config: ml_collections.ConfigDict, folders: list[str]) -> list
   """The class names to show: those of `config.class_list` ("tench" for n01440764), else the
   dataset's."""
   if config.class_list:
-    return [name for _, name in input_pipeline.read_class_table(config.class_list)]
+    return [name for _, name in datasets.read_class_table(config.class_list)]
   return folders
 
 
@@ -106,7 +106,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   names = display_names(config, folders)
   by_folder = {name: label for label, name in enumerate(folders)}
   labels = [true_label(file, by_folder) for file in files]
-  source = input_pipeline.FolderSource([str(f) for f in files], labels, net.config.image_size)
+  source = datasets.FolderSource([str(f) for f in files], labels, net.config.image_size)
   view = "ten_views" if config.predict.ten_views else "center"
   predictions = []
   for indices, batch_labels, values in net.batches(source, (view,)):

@@ -26,7 +26,7 @@ import tqdm
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 from PIL import Image
 
-from supervision import DataError, input_pipeline, prepared, stats
+from supervision import DataError, datasets, input_pipeline, prepared, stats
 
 WORK = ".prepare"  # the markers of finished shards and the settings they were written with
 READ_BATCH = 32  # examples a worker decodes together
@@ -189,7 +189,7 @@ def _gather(out: Path, shards: list[Shard], settings: dict, stats_split: str, co
 
 def _write_dataset(out: Path, sources: dict, sizes: dict, settings: dict, config) -> dict:
   """Writes the shards not written yet and gathers them all; returns the metadata."""
-  stats_split = input_pipeline.split_alias(config.train_split, sources)
+  stats_split = datasets.split_alias(config.train_split, sources)
   if stats_split not in sources:
     raise DataError(
       f"config.train_split={config.train_split!r} is not a split of {config.dataset}"
@@ -213,7 +213,7 @@ def run_prepare(config: ml_collections.ConfigDict, workdir: str) -> dict:
   out = Path(workdir)
   if config.dataset == "fake" or config.dataset.startswith(prepared.PREFIX):
     raise DataError(f"--mode=prepare reads a folder or TFDS dataset, not {config.dataset!r}.")
-  classes, split_names = input_pipeline.source_classes_and_splits(config)
+  classes, split_names = datasets.source_classes_and_splits(config)
   split_names = list(config.prepare.splits) or split_names
   settings = _settings(config, classes)
   finished = (out / prepared.METADATA).exists()
@@ -221,7 +221,7 @@ def run_prepare(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _check_settings(out / prepared.METADATA, settings, ("source", "image_size", "jpeg_quality"))
     metadata = prepared.read_metadata(out, config)
     split_names = list(metadata["splits"])  # to count them again
-  sources = {split: input_pipeline.decoding_source(config, split) for split in split_names}
+  sources = {split: datasets.decoding_source(config, split) for split in split_names}
   sizes = {split: len(source) for split, source in sources.items()}
   if not finished:
     metadata = _write_dataset(out, sources, sizes, settings, config)

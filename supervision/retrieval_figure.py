@@ -1,7 +1,7 @@
 """Figure 4 (right) of the paper: evaluation images (first column) and the training images whose
 last-hidden-layer vectors are nearest to theirs in Euclidean distance (the other columns).
 
-Feature row i of a split is example i of the split's source (`input_pipeline.decoding_source`),
+Feature row i of a split is example i of the split's source (`datasets.decoding_source`),
 read by index with `input_pipeline.read_batch`; each image read is checked against the label of
 its feature row.
 """
@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
-from supervision import DataError, input_pipeline
+from supervision import DataError, datasets, input_pipeline
 
 MIN_CELL = 96  # pixels of the square cell of one image, at least the image's own size
 DPI = 100
@@ -68,7 +68,7 @@ def draw(
   the training split's feature labels, `sizes` the rows of the two features files."""
   query_labels, train_labels = labels
   splits = config.eval_split, config.train_split
-  sources = [input_pipeline.decoding_source(config, split) for split in splits]
+  sources = [datasets.decoding_source(config, split) for split in splits]
   for split, source, rows in zip(splits, sources, sizes, strict=True):
     if len(source) != rows:
       raise DataError(

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from supervision import input_pipeline, prepared
+from supervision import DataError, datasets, input_pipeline, prepared
 
 DEVICE_KEYS = ("mean", "eigvals", "eigvecs")
 
@@ -44,7 +44,7 @@ def stats_from_sums(sums: dict | None, config: ml_collections.ConfigDict, skippe
   eigenvectors (columns) on 0-255 values, from the sums of the decodable training images."""
   if sums is None or not sums["count"]:
     split = config.train_split
-    raise input_pipeline.DataError(f"No decodable images in split {split!r} of {config.dataset}.")
+    raise DataError(f"No decodable images in split {split!r} of {config.dataset}.")
   count = int(sums["count"])
   mean = sums["pixels"] / count
   rgb_mean = mean.mean(axis=(0, 1))
@@ -70,7 +70,7 @@ def fake_stats(config: ml_collections.ConfigDict) -> dict:
   return dict(
     dataset=config.dataset,
     image_size=size,
-    count=len(input_pipeline.decoding_source(config, config.train_split)),
+    count=len(datasets.decoding_source(config, config.train_split)),
     skipped=0,
     mean=np.full((size, size, 3), 127.5),
     cov=variance * np.eye(3),
@@ -86,7 +86,7 @@ def compute_stats(config: ml_collections.ConfigDict) -> dict:
     return prepared.read_stats(config)
   if config.dataset == "fake":
     return fake_stats(config)
-  source = input_pipeline.decoding_source(config, config.train_split)
+  source = datasets.decoding_source(config, config.train_split)
   batches = input_pipeline.ordered_batches(source, config, process_index=0, process_count=1)
   sums = None
   steps = -(-len(source) // config.batch_size)
@@ -125,7 +125,7 @@ def load_or_compute_stats(config: ml_collections.ConfigDict, workdir: str) -> di
       stats = dict(f)
     found = (str(stats["dataset"]), int(stats["image_size"]))
     if found != (config.dataset, config.image_size):
-      raise input_pipeline.DataError(
+      raise DataError(
         f"{path} holds statistics of dataset {found[0]!r} at image size {found[1]}, but the config"
         f" asks for dataset {config.dataset!r} at image size {config.image_size}."
       )

@@ -22,6 +22,7 @@ from tensorboardX import SummaryWriter
 from supervision import (
   ConfigError,
   checkpoint,
+  datasets,
   input_pipeline,
   models,
   optim,
@@ -176,7 +177,7 @@ class Trainer:
     self.config = config
     self.mesh = sharding.create_mesh(config)
     # The training split is listed here once; train_and_evaluate decodes it.
-    self.train_source = input_pipeline.decoding_source(config, config.train_split)
+    self.train_source = datasets.decoding_source(config, config.train_split)
     self.eval_source = input_pipeline.make_source(config, config.eval_split)
     self.steps_per_epoch = len(self.train_source) // config.batch_size
     if config.num_train_steps > 0:

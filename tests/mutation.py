@@ -319,7 +319,7 @@ MUTANTS = [
     "tests/test_finetune.py::test_a_run_with_its_own_checkpoint_resumes_and_ignores_init_from",
   ),
   mutant(
-    "config.classes labelled in folder order", "supervision/input_pipeline.py",
+    "config.classes labelled in folder order", "supervision/datasets.py",
     "  return list(config.classes)", "  return sorted(config.classes)",
     "tests/test_input_pipeline.py::test_classes_select_some_class_folders_in_their_order",
   ),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from supervision import DataError, datasets
 from supervision import input_pipeline as ip
 
 
@@ -32,7 +33,7 @@ def take(ds, n):
 def test_decode_keeps_the_central_square_of_the_shorter_side():
   image = Image.new("RGB", (90, 30), (255, 0, 0))
   image.paste((0, 255, 0), (30, 0, 60, 30))  # the central 30x30 square is green
-  out = ip.decode_image(encode(image, "PNG"), 16)
+  out = datasets.decode_image(encode(image, "PNG"), 16)
   assert out.shape == (16, 16, 3) and out.dtype == np.uint8
   # The resampling filter of the edge columns reaches a little into the red sides.
   np.testing.assert_array_equal(out[:, 1:-1], np.broadcast_to([0, 255, 0], (16, 14, 3)))
@@ -49,14 +50,14 @@ def test_decode_keeps_the_central_square_of_the_shorter_side():
   ],
 )
 def test_decode_gives_rgb_of_the_size_for_any_mode(image, fmt):
-  out = ip.decode_image(encode(image, fmt), 32)
+  out = datasets.decode_image(encode(image, fmt), 32)
   assert out.shape == (32, 32, 3) and out.dtype == np.uint8
   assert np.ptp(out) <= 2  # a solid image stays solid
 
 
 def test_decode_reads_very_large_images():
   image = Image.new("RGB", (10_000, 9_000), (10, 200, 30))  # above PIL's 89.5M-pixel limit
-  out = ip.decode_image(encode(image, "JPEG"), 256)
+  out = datasets.decode_image(encode(image, "JPEG"), 256)
   assert out.shape == (256, 256, 3) and np.abs(out.astype(int) - [10, 200, 30]).max() <= 3
 
 
@@ -75,7 +76,7 @@ def test_folder_labels_are_sorted_class_folders(image_folder, folder_config):
 def test_a_class_folder_missing_from_the_train_split_is_named(image_folder, folder_config):
   image_folder({"train": {"a": 1, "truck": 1}, "test": {"a": 1, "lorry": 1}})
   with pytest.raises(
-    ip.DataError, match=r"\['lorry'\].*train lacks \['lorry'\]; test lacks \['truck'\]"
+    DataError, match=r"\['lorry'\].*train lacks \['lorry'\]; test lacks \['truck'\]"
   ):
     ip.make_source(folder_config(image_folder.root, 2), "train")
 
@@ -84,7 +85,7 @@ def test_validation_and_val_stand_in_for_each_other(image_folder, folder_config)
   image_folder({"train": {"a": 1}, "val": {"a": 2}})
   config = folder_config(image_folder.root, 1)
   assert len(ip.make_source(config, "validation")) == 2
-  with pytest.raises(ip.DataError, match=r"'test'.*found folders \['train', 'val'\]"):
+  with pytest.raises(DataError, match=r"'test'.*found folders \['train', 'val'\]"):
     ip.make_source(config, "test")
 
 
@@ -115,7 +116,7 @@ def test_class_folder_missing_from_the_class_list_is_named(image_folder, folder_
   class_list = tmp_path / "classes.tsv"
   class_list.write_text("0\tn01\ta\n")
   config = folder_config(image_folder.root, 1, class_list=str(class_list))
-  with pytest.raises(ip.DataError, match=r"\['n99'\].*classes.tsv"):
+  with pytest.raises(DataError, match=r"\['n99'\].*classes.tsv"):
     ip.make_source(config, "val")
 
 
@@ -130,7 +131,7 @@ def test_classes_select_some_class_folders_in_their_order(image_folder, folder_c
     source = ip.make_source(config, split)
     examples = [source[i] for i in range(len(source))]
     assert {int(e["image"][0, 0, 0]): int(e["label"]) for e in examples} == labels
-  classes, _ = ip.source_classes_and_splits(config)
+  classes, _ = datasets.source_classes_and_splits(config)
   assert classes == ["c", "a"]
 
 
@@ -145,26 +146,28 @@ def test_classes_select_some_class_folders_in_their_order(image_folder, folder_c
 )
 def test_bad_classes_are_named(image_folder, folder_config, classes, num_classes, match):
   image_folder({"train": {"a": 1, "b": 1}})
-  with pytest.raises(ip.DataError, match=match):
+  with pytest.raises(DataError, match=match):
     ip.make_source(folder_config(image_folder.root, num_classes, classes=classes), "train")
 
 
 def test_classes_of_a_dataset_without_class_folders_is_a_config_error(folder_config):
   config = folder_config("unused", 10, dataset="fake", classes=("a",))
   with pytest.raises(ip.ConfigError, match="config.classes selects class folders"):
-    ip.decoding_source(config, "train")
+    datasets.decoding_source(config, "train")
 
 
 def test_wrong_num_classes_is_named(image_folder, folder_config):
   image_folder({"train": {"a": 1, "b": 1}})
-  with pytest.raises(ip.DataError, match="has 2 classes but config.num_classes=5"):
+  with pytest.raises(DataError, match="has 2 classes but config.num_classes=5"):
     ip.make_source(folder_config(image_folder.root, 5), "train")
 
 
 def test_split_sizes(image_folder, folder_config):
   image_folder({"train": {"a": 3, "b": 2}, "validation": {"a": 1, "b": 1}})
   config = folder_config(image_folder.root, 2)
-  assert len(ip.decoding_source(config, "train")) == 5 and len(ip.make_source(config, "val")) == 2
+  assert (
+    len(datasets.decoding_source(config, "train")) == 5 and len(ip.make_source(config, "val")) == 2
+  )
 
 
 def test_imagenet2012_without_its_files_says_where_to_put_them(tmp_path):
@@ -172,7 +175,7 @@ def test_imagenet2012_without_its_files_says_where_to_put_them(tmp_path):
   config = ip.ml_collections.ConfigDict(
     dict(dataset="imagenet2012", data_dir=str(tmp_path), classes=())
   )
-  with pytest.raises(ip.DataError) as error:
+  with pytest.raises(DataError) as error:
     ip.make_source(config, "train")
   message = str(error.value)
   assert str(tmp_path / "downloads" / "manual") in message
@@ -345,7 +348,9 @@ def test_imagenet_samples_decode_without_error(imagenet_samples_dir, imagenet_cl
 
 def test_cifar10_small_reads_with_its_class_names(cifar10_small_dir, folder_config):
   config = folder_config(cifar10_small_dir, 10, batch_size=20, eval_split="test")
-  assert len(ip.decoding_source(config, "train")) == len(ip.make_source(config, "test")) == 1000
+  assert (
+    len(datasets.decoding_source(config, "train")) == len(ip.make_source(config, "test")) == 1000
+  )
   (batch,) = take(ip.train_dataset(config, 0, 1), 1)
   assert batch["image"].shape == (20, 32, 32, 3) and batch["label"].max() < 10
 
@@ -368,7 +373,7 @@ def test_cached_source_decodes_every_image_up_front(image_folder, folder_config)
 def test_loader_settings_follow_the_host_cores(twelve, monkeypatch):
   _, config = twelve
   config.num_workers = config.num_threads = -1
-  source = ip.decoding_source(config, "train")
+  source = datasets.decoding_source(config, "train")
   cached = ip.CachedSource(source, config, "train")
   for cores, decoding, in_memory in [(16, (16, 2), (0, 16)), (2, (0, 4), (0, 4))]:
     monkeypatch.setattr(ip, "host_cores", lambda cores=cores: cores)

@@ -17,7 +17,16 @@ from test_input_pipeline import levels, take
 from test_train import assert_resume_is_exact
 
 from configs import smoke
-from supervision import ConfigError, DataError, input_pipeline, prepare, prepared, stats, workdirs
+from supervision import (
+  ConfigError,
+  DataError,
+  datasets,
+  input_pipeline,
+  prepare,
+  prepared,
+  stats,
+  workdirs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,9 +85,9 @@ def test_prepare_counts_bad_files_labels_and_statistics(photos, tmp_path, capsys
   assert "broken.jpg" in report[0] and "empty.jpg" in report[1]
 
   # The records are the decoded files in order, re-encoded as JPEGs, with their labels.
-  source = input_pipeline.decoding_source(prepared_config(config, out), "train")
+  source = datasets.decoding_source(prepared_config(config, out), "train")
   batch = read_all(source)
-  originals = np.stack([input_pipeline.decode_image(f.read_bytes(), 32) for f in files])
+  originals = np.stack([datasets.decode_image(f.read_bytes(), 32) for f in files])
   assert batch["mask"].all() and batch["label"].tolist() == [0] * 5 + [1] * 7
   mse = np.mean((batch["image"].astype(float) - originals) ** 2)
   assert 10 * np.log10(255**2 / mse) > 25  # noise is JPEG's worst case; photos give ~37 dB
@@ -126,7 +135,7 @@ def test_a_killed_prepare_resumes_to_the_same_records(tmp_path, folder_config):
   proc.wait()
   assert not (out / prepared.METADATA).exists(), "the prepare ended before it was killed"
   with pytest.raises(DataError, match="is unfinished"):
-    input_pipeline.decoding_source(prepared_config(config, out), "train")
+    datasets.decoding_source(prepared_config(config, out), "train")
 
   subprocess.run(args, cwd=ROOT, check=True, capture_output=True, timeout=300)
   prepare.run_prepare(config, str(tmp_path / "whole"))
@@ -153,13 +162,13 @@ def test_reading_checks_the_config(photos, tmp_path):
   wrong = prepared_config(config, tmp_path / "prepared")
   wrong.image_size = 64
   with pytest.raises(DataError, match="holds 32x32 images but config.image_size=64"):
-    input_pipeline.decoding_source(wrong, "train")
+    datasets.decoding_source(wrong, "train")
   wrong = prepared_config(config, tmp_path / "prepared")
   wrong.num_classes = 3
   with pytest.raises(DataError, match="has 2 classes but config.num_classes=3"):
-    input_pipeline.decoding_source(wrong, "train")
+    datasets.decoding_source(wrong, "train")
   with pytest.raises(DataError, match="no split 'test'"):
-    input_pipeline.decoding_source(prepared_config(config, tmp_path / "prepared"), "test")
+    datasets.decoding_source(prepared_config(config, tmp_path / "prepared"), "test")
 
 
 @pytest.fixture
@@ -256,8 +265,8 @@ def test_shared_photos_prepared_keep_statistics_labels_and_pixels(
   ready = prepared_config(config, tmp_path / "prepared")
   for key in ("mean", "cov", "eigvals", "count"):
     np.testing.assert_allclose(stats.compute_stats(ready)[key], folder_stats[key], rtol=1e-12)
-  originals = read_all(input_pipeline.decoding_source(config, "val"))
-  copies = read_all(input_pipeline.decoding_source(ready, "val"))
+  originals = read_all(datasets.decoding_source(config, "val"))
+  copies = read_all(datasets.decoding_source(ready, "val"))
   assert copies["mask"].all() and len(copies["label"]) == 250
   np.testing.assert_array_equal(copies["label"], originals["label"])
   mse = np.mean((copies["image"].astype(float) - originals["image"]) ** 2, axis=(1, 2, 3))
@@ -271,10 +280,10 @@ def test_tfds_datasets_are_prepared_like_folders(folder_config, tmp_path):
   config.prepare.splits = ("train", "test")  # mock data lists no splits of its own
   with tfds.testing.mock_data(num_examples=6):
     metadata = prepare.run_prepare(config, str(tmp_path / "prepared"))
-    originals = read_all(input_pipeline.decoding_source(config, "test"))
+    originals = read_all(datasets.decoding_source(config, "test"))
   assert [metadata["splits"][s]["examples"] for s in ("train", "test")] == [6, 6]
   copies = read_all(
-    input_pipeline.decoding_source(prepared_config(config, tmp_path / "prepared"), "test")
+    datasets.decoding_source(prepared_config(config, tmp_path / "prepared"), "test")
   )
   np.testing.assert_array_equal(copies["label"], originals["label"])
   for copy, original in zip(copies["image"], originals["image"], strict=True):  # PIL's JPEG

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from supervision import input_pipeline, stats
+from supervision import DataError, datasets, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def photos(tmp_path, folder_config):
 def test_statistics_equal_numpy(photos):
   root = Path(photos.dataset.removeprefix("folder:"))
   files = sorted(p for p in root.glob("train/*/*.png") if p.name != "broken.png")
-  images = np.stack([input_pipeline.decode_image(p.read_bytes(), 32) for p in files])
+  images = np.stack([datasets.decode_image(p.read_bytes(), 32) for p in files])
   pixels = images.reshape(-1, 3).astype(np.float64)
   cov = np.cov(pixels, rowvar=False, bias=True)
   eigvals, eigvecs = np.linalg.eigh(cov)
@@ -53,7 +53,7 @@ def test_load_or_compute_caches_and_checks_the_file(photos, tmp_path):
     np.testing.assert_array_equal(first[key], again[key])
 
   np.savez(path, **{**np.load(path), "image_size": 64})  # as if computed for another size
-  with pytest.raises(input_pipeline.DataError, match="image size 64.*image size 32"):
+  with pytest.raises(DataError, match="image size 64.*image size 32"):
     stats.load_or_compute_stats(photos, str(workdir))
 
 
@@ -103,7 +103,7 @@ def test_main_stats_mode_reports_a_missing_folder_in_one_line(tmp_path):
 def test_fake_data_statistics_are_known_without_a_pass(folder_config):
   config = folder_config("unused", 10, dataset="fake")
   got = stats.compute_stats(config)  # no pass over 1.28 million fake images
-  source = input_pipeline.decoding_source(config, "train")
+  source = datasets.decoding_source(config, "train")
   images = np.stack([source[i]["image"] for i in range(200)]).astype(np.float64)
   pixels = images.reshape(-1, 3)  # 614,400 samples of each channel
   assert np.abs(got["mean"].mean() - images.mean()) < 0.5

@@ -16,7 +16,16 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from supervision import ConfigError, checkpoint, input_pipeline, models, optim, sharding, train
+from supervision import (
+  ConfigError,
+  DataError,
+  checkpoint,
+  input_pipeline,
+  models,
+  optim,
+  sharding,
+  train,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -250,7 +259,7 @@ def test_no_regularization_of_any_kind_is_accepted():
 
 def test_unknown_dataset_is_named(config, tmp_path):
   config.dataset = "no_such_dataset"
-  with pytest.raises(input_pipeline.DataError, match="no_such_dataset"):
+  with pytest.raises(DataError, match="no_such_dataset"):
     train.train_and_evaluate(config, str(tmp_path))
 
 
