@@ -261,8 +261,10 @@ def level_ratio(relu: float | None, tanh: float | None) -> dict:
 
 def plot(records: dict[str, common.Record], summary: dict, workdir: Path) -> list[Path]:
   """figure1.png: the training error over epochs of the best run of each activation (ReLU
-  solid, tanh dashed), one panel per init (and seed), and the target as a line."""
-  panels = sorted({(r.config.seed, INITS.index(group_of(r.config)[0])) for r in records.values()})
+  solid, tanh dashed), one panel per init (and seed) with training rows, and the target as a
+  line."""
+  trained = [r for r in records.values() if common.train_rows(r.rows)]
+  panels = sorted({(r.config.seed, INITS.index(group_of(r.config)[0])) for r in trained})
   figure, axes = common.new_figure(max(len(panels), 1))
   for axis, (seed, init) in zip(axes, panels, strict=False):
     for activation, style in (("relu", "-"), ("tanh", "--")):

@@ -242,6 +242,20 @@ def test_lrn_runs_are_cuda_convnets_18pct_net_with_and_without_rnorm():
   assert not any(c["lrn"] for c in configs["no_lrn_seed0"].model.conv)
 
 
+def test_figure1_draws_a_panel_only_for_an_init_and_seed_with_training_rows(tmp_path):
+  """Seed 0's paper runs have rows, seed 1's runs (--runs='scaled_*', say) none yet: one panel,
+  6 inches at 100 dpi."""
+  configs = figure1.runs(False, [0, 1])
+  records = {
+    name: record(config, "partial", [] if config.seed else [train_row(39, 0.5)])
+    for name, config in configs.items()
+    if config.seed or config.model.init != "scaled"
+  }
+  (path,) = figure1.plot(records, figure1.summarize(records), tmp_path)
+  with Image.open(path) as image:
+    assert image.size[0] == 6 * common.PLOT_DPI
+
+
 def pooling_record(configs, name, test, train):
   return record(configs[name], center=test, train_split=train)
 
