@@ -5,8 +5,11 @@ interleaved on the same machine:
     python -m benchmarks.model_speed --config=configs/alexnet.py --batch=128,512 --steps=5
 The train step is forward, softmax cross-entropy, backward and the paper's SGD update.
 `--dtype=bfloat16` computes in bfloat16 with float32 parameters (config.model.dtype).
+Both are compiled with the project's `sharding.compiler_options()`; `--xla_defaults` compiles
+them with XLA's defaults instead, the baseline of those options.
 """
 
+import functools
 import os
 import statistics
 import time
@@ -18,7 +21,7 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from supervision import models, optim
+from supervision import models, optim, sharding
 
 config_flags.DEFINE_config_file("config", "configs/alexnet.py", "Model config.")
 flags.DEFINE_list("batch", ["128"], "Images per step; several sizes are timed one after another.")
@@ -26,6 +29,7 @@ flags.DEFINE_enum("dtype", None, models.DTYPES, "config.model.dtype (default: th
 flags.DEFINE_integer("steps", 5, "Timed steps (median reported).")
 flags.DEFINE_integer("warmup", 2, "Untimed calls; the first (compilation) is printed.")
 flags.DEFINE_enum("mode", "both", ["train", "infer", "both"], "What to time.")
+flags.DEFINE_bool("xla_defaults", False, "Compile without `sharding.compiler_options()`.")
 FLAGS = flags.FLAGS
 
 
@@ -49,7 +53,7 @@ def report(net: str, mode: str, batch: int, first: float, times: list[float], dt
   print(
     f"RESULT fw=jax net={net} mode={mode} dtype={dtype} batch={batch} steps={len(times)} "
     f"median_ms={med * 1e3:.1f} min_ms={min(times) * 1e3:.1f} img_s={batch / med:.1f} "
-    f"first_call_s={first:.2f} load1={os.getloadavg()[0]:.2f}",
+    f"first_call_s={first:.2f} load1={os.getloadavg()[0]:.2f} xla_defaults={FLAGS.xla_defaults}",
     flush=True,
   )
 
@@ -84,13 +88,15 @@ def time_model(
     logits = model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(step)})
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-  @jax.jit
+  options = None if FLAGS.xla_defaults else sharding.compiler_options()
+
+  @functools.partial(jax.jit, compiler_options=options)
   def train_step(params, opt_state, step):
     grads = jax.grad(loss_fn)(params, step)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
-  infer = jax.jit(lambda params: model.apply({"params": params}, x))
+  infer = jax.jit(lambda params: model.apply({"params": params}, x), compiler_options=options)
   if FLAGS.mode in ("train", "both"):
     carry = [params, tx.init(params), 0]
 

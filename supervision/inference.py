@@ -94,7 +94,11 @@ class Network:
     count = jax.process_count()
     batch_size = input_pipeline.host_batch_size(self.config, count)
     fn = functools.partial(_outputs, names=names, model=self.model, config=self.config)
-    step = jax.jit(fn, out_shardings=NamedSharding(self.mesh, P()))
+    step = jax.jit(
+      fn,
+      out_shardings=NamedSharding(self.mesh, P()),
+      compiler_options=sharding.compiler_options(),
+    )
     batches = input_pipeline.ordered_batches(source, self.config, jax.process_index(), count)
     for k, batch in enumerate(batches):
       if k == num_batches:

@@ -190,6 +190,7 @@ class Trainer:
     self.data_stats = sharding.replicate(self.mesh, stats.load_or_compute_stats(config, workdir))
     init = functools.partial(create_train_state, config, self.model, self.tx)
     self.state_shardings = sharding.state_shardings(self.mesh, jax.eval_shape(init))
+    options = sharding.compiler_options()
     with jax.set_mesh(self.mesh):
       self.init_state = jax.jit(init, out_shardings=self.state_shardings)
       self.train_step = jax.jit(
@@ -197,9 +198,13 @@ class Trainer:
           train_step, model=self.model, tx=self.tx, lr_fn=self.lr_fn, config=config
         ),
         donate_argnums=0,
+        compiler_options=options,
       )
       self.eval_steps = {
-        ten: jax.jit(functools.partial(eval_step, model=self.model, config=config, ten_views=ten))
+        ten: jax.jit(
+          functools.partial(eval_step, model=self.model, config=config, ten_views=ten),
+          compiler_options=options,
+        )
         for ten in (False, True)
       }
 

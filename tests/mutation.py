@@ -374,6 +374,18 @@ MUTANTS = [
     'return views[..., ::-1] if config.channel_order == "bgr" else views', "return views",
     PREPROCESSING,
   ),
+  mutant(
+    "the CPU compiler options not given to the trainer's steps", "supervision/train.py",
+    "options = sharding.compiler_options()", "options = None",
+    "tests/test_train.py::test_the_steps_keep_the_convolutions_from_ynnpack_on_cpus",
+  ),
+  mutant(
+    "the CPU compiler options give YNNPACK the convolutions too", "supervision/sharding.py",
+    '"LIBRARY_FUSION_TYPE_REDUCE"',
+    '"LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"',
+    "tests/test_models.py::test_cpu_compiler_options_take_the_convolutions_from_ynnpack_and_"
+    "compute_the_same",
+  ),
   # The experiments' runner.
   mutant(
     "a continued run copies its source's final evaluation (and is skipped as done)",

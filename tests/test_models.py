@@ -1,12 +1,14 @@
 """The network of "The Architecture" / Figure 2, checked against the paper's numbers."""
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import alexnet, smoke
+from configs import alexnet, cifar10, smoke
 from supervision import ConfigError, models, sharding, summary, train
 
 PAPER_NEURONS = [290_400, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000]
@@ -339,6 +341,39 @@ def test_cpu_max_pooling_gradient_equals_xla(shape, window, stride):
   want = jax.grad(lambda x: jnp.sum(pool(x) * weights))(x)
   np.testing.assert_array_equal(models.max_pool_cpu(x, window, stride), pool(x))
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def ynn_ops(hlo: str) -> set[str]:
+  """The jax primitives whose code an optimized HLO module hands to YNNPACK."""
+  return set(re.findall(r'op_name="[^"]*/(\w+)"[^\n]*"__ynn_fusion"', hlo))
+
+
+def test_cpu_compiler_options_take_the_convolutions_from_ynnpack_and_compute_the_same():
+  """On CPUs XLA's defaults give YNNPACK convolutions, matmuls and reductions of the CIFAR-10
+  net's loss gradient; `sharding.compiler_options()` keeps the convolutions with XLA's own
+  kernels, and the loss and gradients equal those of XLA's defaults to float32 rounding."""
+  config = cifar10.get_config()
+  model = models.create_model(config)
+  images = jax.random.normal(jax.random.key(1), (8, 24, 24, 3)) * 60
+  labels = jnp.arange(8) % config.num_classes
+  params = jax.jit(model.init)(jax.random.key(0), images[:1])["params"]
+
+  def loss(params):
+    logits = model.apply({"params": params}, images)
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+
+  grad = jax.value_and_grad(loss)
+  compiled = {
+    name: jax.jit(grad, compiler_options=options).lower(params).compile()
+    for name, options in (("xla", None), ("ours", sharding.compiler_options()))
+  }
+  ynn = {name: ynn_ops(c.as_text()) for name, c in compiled.items()}
+  assert ynn["xla"] == {"conv_general_dilated", "dot_general", "reduce_sum"}, ynn
+  assert ynn["ours"] == {"dot_general", "reduce_sum"}, ynn
+  (want_loss, want), (got_loss, got) = (c(params) for c in compiled.values())
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * np.abs(w).max())
 
 
 def test_bfloat16_computes_in_bfloat16_with_float32_parameters():

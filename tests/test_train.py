@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_models import ynn_ops
 
-from configs import smoke
+from configs import cifar10, smoke
 from supervision import (
   ConfigError,
   DataError,
@@ -141,6 +142,26 @@ def test_plateau_drops_reach_training_and_survive_a_resume(config, tmp_path):
     )  # fmt: skip
   once, twice = final_params(tmp_path / "once", config), final_params(tmp_path / "twice", config)
   jax.tree.map(np.testing.assert_array_equal, once, twice)
+
+
+def test_the_steps_keep_the_convolutions_from_ynnpack_on_cpus(cifar10_small_dir, tmp_path):
+  """The trainer compiles its train and eval steps with `sharding.compiler_options()`: the
+  CIFAR-10 net's convolutions, which XLA's defaults give YNNPACK (test_models), stay with XLA."""
+  config = cifar10.get_config()
+  config.dataset, config.batch_size = f"folder:{cifar10_small_dir}", 8
+  trainer = train.Trainer(config, str(tmp_path))
+  batch = next(iter(input_pipeline.train_dataset(config, 0, 1)))
+  state = trainer.abstract_state()
+  with jax.set_mesh(trainer.mesh):
+    batch = sharding.to_global(trainer.mesh, batch)
+    steps = {
+      "train": trainer.train_step.lower(state, batch, trainer.data_stats, 1.0),
+      "eval": trainer.eval_steps[True].lower(state.params, batch, trainer.data_stats),
+    }
+    ynn = {name: ynn_ops(step.compile().as_text()) for name, step in steps.items()}
+  assert all("dot_general" in ops and "conv_general_dilated" not in ops for ops in ynn.values()), (
+    ynn
+  )
 
 
 def test_masked_examples_do_not_change_the_step(config, tmp_path):
