@@ -57,7 +57,8 @@ def make_step(config, mesh):
     train.train_step, model=model, tx=tx, lr_fn=optim.learning_rate_fn(config, 1), config=config
   )
   with jax.set_mesh(mesh):
-    compiled = jax.jit(step).lower(state, *inputs).compile()
+    jitted = jax.jit(step, compiler_options=sharding.compiler_options())
+    compiled = jitted.lower(state, *inputs).compile()
   return compiled, state, inputs
 
 
