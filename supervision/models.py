@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import PartitionSpec as P
 
-from supervision import ConfigError
+from supervision import ConfigError, pooling
 
 MODEL_AXIS = "model"
 DATA_AXIS = "data"
@@ -102,60 +102,6 @@ def _conv2d(x: jax.Array, kernel: jax.Array, stride: int, pads: tuple) -> jax.Ar
   return jax.lax.conv_general_dilated(
     x, kernel, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
   )
-
-
-def partial_window_pad(size: int, window: int, stride: int) -> int:
-  """Pixels past the edge of a map of `size` that cuda-convnet's last pooling window covers: it
-  gives ceil((size - window) / stride) + 1 outputs, where no padding gives floor(...) + 1."""
-  outputs = -(-(size - window) // stride) + 1
-  return (outputs - 1) * stride + window - size
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def max_pool_cpu(x: jax.Array, window: int, stride: int) -> jax.Array:
-  """Max pooling (windows of `window` x `window`, no padding) over the axes -3 and -2, whose
-  gradient goes to the first maximum of each window in row-major order, as XLA's does, but
-  computed as one masked, strided copy per window position: XLA:CPU's own gradient (a
-  select-and-scatter) is about 3x slower. Used on CPU only."""
-  return _max_pool(x, window, stride)
-
-
-def _max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
-  return nn.max_pool(x, (window, window), strides=(stride, stride), padding="VALID")
-
-
-def _max_pool_cpu_fwd(x, window, stride):
-  y = _max_pool(x, window, stride)
-  return y, (x, y)
-
-
-def _max_pool_cpu_bwd(window, stride, residuals, g):
-  # Window position (i, j) sends its gradient to the input rows i + stride * a, columns
-  # j + stride * b: at the pooled resolution, rows i // stride + a of the phase (i % stride,
-  # j % stride), the rows and columns congruent to it. The phases are interleaved at the end.
-  x, y = residuals
-  (rows, cols), (height, width) = y.shape[-3:-1], x.shape[-3:-1]
-  phase_rows, phase_cols = -(-height // stride), -(-width // stride)
-  lead = [(0, 0)] * (x.ndim - 3)
-  phases = [[0.0] * stride for _ in range(stride)]
-  taken = jnp.zeros(y.shape, bool)
-  for i in range(window):
-    for j in range(window):
-      rows_of_i = slice(i, i + stride * (rows - 1) + 1, stride)
-      window_position = x[..., rows_of_i, j : j + stride * (cols - 1) + 1 : stride, :]
-      hit = (window_position == y) & ~taken
-      taken = taken | hit
-      di, dj = i // stride, j // stride
-      pads = lead + [(di, phase_rows - di - rows), (dj, phase_cols - dj - cols), (0, 0)]
-      phases[i % stride][j % stride] += jnp.pad(jnp.where(hit, g, 0), pads)
-  zeros = jnp.zeros((*x.shape[:-3], phase_rows, phase_cols, x.shape[-1]), g.dtype)
-  phases = [[zeros + p for p in row] for row in phases]  # a phase no position reaches stays 0
-  dx = jnp.stack([jnp.stack(row, axis=-2) for row in phases], axis=-4)
-  dx = dx.reshape(*x.shape[:-3], phase_rows * stride, phase_cols * stride, x.shape[-1])
-  return (dx[..., :height, :width, :],)
-
-
-max_pool_cpu.defvjp(_max_pool_cpu_fwd, _max_pool_cpu_bwd)
 
 
 def _column_map(fn: Callable, x: jax.Array, kernel: jax.Array, bias: jax.Array, reads: str):
@@ -325,21 +271,10 @@ class ColumnNet(nn.Module):
 
   def _pool(self, kind: str, x: jax.Array) -> jax.Array:
     window, stride = self.pool["window"], self.pool["stride"]
-    max_pool = max_pool_cpu if jax.default_backend() == "cpu" else _max_pool
-    avg_pool = lambda x: nn.avg_pool(x, (window, window), (stride, stride), "VALID")  # noqa: E731
-    pads = [(0, 0)] * 2
+    after = (0, 0)
     if self.pool["partial_windows"]:
-      pads = [(0, partial_window_pad(n, window, stride)) for n in x.shape[-3:-1]]
-    if not any(after for _, after in pads):
-      return max_pool(x, window, stride) if kind == "max" else avg_pool(x)
-
-    def pad(x: jax.Array, value: float) -> jax.Array:
-      return jnp.pad(x, [(0, 0)] * (x.ndim - 3) + pads + [(0, 0)], constant_values=value)
-
-    if kind == "max":  # -inf is never a window's maximum
-      return max_pool(pad(x, -jnp.inf), window, stride)
-    inside = avg_pool(pad(jnp.ones((*x.shape[-3:-1], 1), x.dtype), 0))  # each window's share
-    return avg_pool(pad(x, 0)) / inside
+      after = tuple(pooling.partial_window_pad(n, window, stride) for n in x.shape[-3:-1])
+    return pooling.pool(kind, x, window, stride, after)
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:

@@ -226,15 +226,24 @@ MUTANTS = [
   ),
   mutant(
     "max and average pooling swapped", "supervision/models.py",
-    'if kind == "max" else avg_pool(x)', 'if kind == "avg" else avg_pool(x)', PAPER,
+    "pooling.pool(kind, x,", 'pooling.pool("avg" if kind == "max" else "max", x,', PAPER,
   ),
   mutant(
-    "partial windows padded with zeros for max pooling", "supervision/models.py",
-    "pad(x, -jnp.inf)", "pad(x, 0)", "tests/test_models.py",
+    "partial windows padded with zeros for max pooling", "supervision/pooling.py",
+    "init = -jnp.inf if op is lax.max else 0.0", "init = 0.0", "tests/test_models.py",
   ),
   mutant(
-    "partial windows averaged over the whole window", "supervision/models.py",
-    "return avg_pool(pad(x, 0)) / inside", "return avg_pool(pad(x, 0))", "tests/test_models.py",
+    "partial windows averaged over the whole window", "supervision/pooling.py",
+    "return reduce(x) / reduce(", "return reduce(x) / window**2 + 0 * reduce(",
+    "tests/test_models.py",
+  ),
+  mutant(
+    "max pooling's gradient to every tied maximum", "supervision/pooling.py",
+    "hit = (at_k == y) & ~taken", "hit = at_k == y", "tests/test_pooling.py",
+  ),
+  mutant(
+    "max pooling's gradient to the wrong phase", "supervision/pooling.py",
+    "phases[k % stride] +=", "phases[(k + 1) % stride] +=", "tests/test_pooling.py",
   ),
   mutant(
     "ReLU is GELU", "supervision/models.py", '"relu": nn.relu', '"relu": nn.gelu', PAPER,

@@ -2,14 +2,13 @@
 
 import re
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import alexnet, cifar10, smoke
-from supervision import ConfigError, models, sharding, summary, train
+from supervision import ConfigError, models, pooling, sharding, summary, train
 
 PAPER_NEURONS = [290_400, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000]
 
@@ -322,27 +321,6 @@ def test_summary_places_half_of_each_layer_on_each_model_device():
     assert row["sharding"] == "P('model',): column c on model-device c", row
 
 
-@pytest.mark.parametrize(
-  "shape,window,stride",
-  [
-    ((2, 3, 11, 11, 5), 3, 2),
-    ((1, 2, 10, 10, 3), 2, 2),
-    ((1, 2, 13, 12, 3), 3, 2),
-    ((2, 9, 9, 2), 2, 3),
-  ],
-)
-def test_cpu_max_pooling_gradient_equals_xla(shape, window, stride):
-  """Overlapping, non-overlapping and gapped windows, odd sizes; values rounded to one decimal
-  after a ReLU, so that windows hold ties (their gradient goes to the first maximum)."""
-  x = jnp.round(jax.nn.relu(jax.random.normal(jax.random.key(0), shape)), 1)
-  pool = lambda x: nn.max_pool(x, (window,) * 2, (stride,) * 2, padding="VALID")  # noqa: E731
-  weights = jax.random.normal(jax.random.key(1), pool(x).shape)
-  got = jax.grad(lambda x: jnp.sum(models.max_pool_cpu(x, window, stride) * weights))(x)
-  want = jax.grad(lambda x: jnp.sum(pool(x) * weights))(x)
-  np.testing.assert_array_equal(models.max_pool_cpu(x, window, stride), pool(x))
-  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-
-
 def ynn_ops(hlo: str) -> set[str]:
   """The jax primitives whose code an optimized HLO module hands to YNNPACK."""
   return set(re.findall(r'op_name="[^"]*/(\w+)"[^\n]*"__ynn_fusion"', hlo))
@@ -404,16 +382,15 @@ def test_unknown_dtype_is_a_config_error():
     models.create_model(config)
 
 
-@pytest.mark.parametrize("backend_pool", ["cpu", "xla"])
-def test_partial_windows_pool_over_the_pixels_inside_the_map(backend_pool, monkeypatch):
+@pytest.mark.parametrize("separable", [True, False])
+def test_partial_windows_pool_over_the_pixels_inside_the_map(separable, monkeypatch):
   """cuda-convnet's sizes: a 6x6 map, windows of 3, stride 2: 3x3 outputs (2x2 without partial
   windows), the last row and column of windows holding 2 pixels of each side. On 0..35 in
   row-major order (less 100: negative, so that a padding of zeros would show as a maximum),
   max: [[14, 16, 17], [26, 28, 29], [32, 34, 35]]; the mean of the last window of the first
   column is that of 24, 25, 26, 30, 31, 32: 28 (not 28 x 6/9); of the corner, of 28, 29, 34,
   35: 31.5."""
-  if backend_pool == "xla":  # the GPU's pooling, whose gradient is XLA's
-    monkeypatch.setattr(models, "max_pool_cpu", models._max_pool)
+  monkeypatch.setattr(pooling, "separable", lambda: separable)  # the CPU's pooling, or XLA's
   config = smoke.get_config()
   config.model.pool.update(window=3, stride=2, partial_windows=True)
   model = models.create_model(config)
@@ -429,4 +406,4 @@ def test_partial_windows_pool_over_the_pixels_inside_the_map(backend_pool, monke
   assert (
     models.create_model(config).apply({}, x, method=lambda m, x: m._pool("max", x)).shape[1] == 2
   )
-  assert [models.partial_window_pad(n, 3, 2) for n in (55, 27, 13, 24, 12, 6)] == [0] * 3 + [1] * 3
+  assert [pooling.partial_window_pad(n, 3, 2) for n in (55, 27, 13, 24, 12, 6)] == [0] * 3 + [1] * 3
