@@ -11,6 +11,7 @@ XLA:CPU runs several times slower, gradients above all.
 """
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +47,9 @@ def pool(kind: str, x: jax.Array, window: int, stride: int, after: tuple[int, in
   return reduce(x) / reduce(jnp.ones((*x.shape[-3:-1], 1), x.dtype))  # the pixels inside
 
 
-def _windows(x: jax.Array, op, window: int, stride: int, after: dict[int, int]) -> jax.Array:
+def _windows(
+  x: jax.Array, op: Callable, window: int, stride: int, after: dict[int, int]
+) -> jax.Array:
   """Reduces `x` with `op` (lax.max or lax.add) over the windows along the axes of `after`,
   each axis padded at its end by its value (-inf for a maximum, 0 for a sum)."""
   dims, strides, pads = [1] * x.ndim, [1] * x.ndim, [(0, 0)] * x.ndim
@@ -92,6 +95,8 @@ def _max_gradient(x, y, g, axis: int, window: int, stride: int) -> jax.Array:
   taken = jnp.zeros(y.shape, bool)
   for k in range(window):
     inside = min(outputs, -(-(size - k) // stride))  # the windows whose position k is in x
+    if inside <= 0:  # a map smaller than the window
+      continue
     at_k = lax.slice_in_dim(x, k, k + stride * (inside - 1) + 1, stride, axis)
     at_k = _pad(at_k, axis, 0, outputs - inside, -jnp.inf)  # past the end: never a maximum
     hit = (at_k == y) & ~taken

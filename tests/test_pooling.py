@@ -41,6 +41,7 @@ def numpy_pool(kind, x, window, stride, outputs, g):
     ((2, 10, 9, 2), 2, 3, (0, 0)),  # gapped, a row left out at the end
     ((1, 2, 12, 13, 3), 3, 2, (1, 0)),  # partial windows in the last row only
     ((2, 6, 6, 4), 3, 2, (1, 1)),  # cuda-convnet's pooled sizes: 6 -> 3
+    ((1, 2, 2, 3), 3, 2, (1, 1)),  # a map smaller than the window
   ],
 )
 def test_pooling_and_its_gradient_equal_numpy(kind, separable, shape, window, stride, after):
