@@ -21,13 +21,14 @@ a pair reaches 25% within its cap, the best of them (the lowest last training er
 from its last checkpoint to CONTINUED_EPOCHS in a run of its own (`continues`); a net short of
 25% even then gives a lower bound of the ratio (`epochs_at_least`).
 
-Time on 2 CPU cores at 30-40 s an epoch: at most 2 x 2 x (3 x 20 + 60) = 480 epochs, 4-5.5
-hours; the pruning cuts most of the ReLU runs (and of the tanh runs where a rate reaches 25%),
-and the continued runs only train where no rate reached 25%. The paper's init, the setting of
-the paper's claim, comes first. Through its conv1's N(0, 1e-4) weights the signal is so small
-that the ReLU net learns slowly (at 0.03 it stays at chance), and neither net reaches 25% in 20
-epochs: its two continued runs took 8 and 31 minutes more (ReLU reached 25% after 32 epochs,
-tanh after 62).
+Time on 2 CPU cores at 20-40 s an epoch (about 20 on a quiet machine with the code of
+2026-12-03): at most 2 x 2 x (3 x 20 + 60) = 480 epochs, 2.7-5.5 hours; the pruning cuts most
+of the ReLU runs (and of the tanh runs where a rate reaches 25%), and the continued runs only
+train where no rate reached 25%. The paper's init, the setting of the paper's claim, comes
+first. Through its conv1's N(0, 1e-4) weights the signal is so small that the ReLU net learns
+slowly (at 0.03 it stays at chance), and neither net reaches 25% in 20 epochs: with seed 0 its
+two continued runs took 8 and 31 minutes more (ReLU reached 25% after 32 epochs, tanh after
+62; with seed 1 after 44 and 66).
 The wall time to 25% is the training time of the logged intervals up to it (each interval's
 steps x batch / its images per second; the first interval of a run, and of a resumed run,
 includes compiling the train step, a few seconds).
