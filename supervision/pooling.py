@@ -32,12 +32,13 @@ def separable() -> bool:
 
 def pool(kind: str, x: jax.Array, window: int, stride: int, after: tuple[int, int]) -> jax.Array:
   """Max ("max") or average ("avg") pooling of `x` over its axes -3 and -2 (rows, columns)."""
-  if kind == "max" and separable():
+  by_axis = separable()
+  if kind == "max" and by_axis:
     return max_pool_separable(x, window, stride, after)
   op = lax.max if kind == "max" else lax.add
 
   def reduce(x: jax.Array) -> jax.Array:
-    if separable():
+    if by_axis:
       x = _windows(x, op, window, stride, {-2: after[1]})
       return _windows(x, op, window, stride, {-3: after[0]})
     return _windows(x, op, window, stride, {-3: after[0], -2: after[1]})

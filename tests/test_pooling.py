@@ -44,16 +44,17 @@ def numpy_pool(kind, x, window, stride, outputs, g):
     ((1, 2, 2, 3), 3, 2, (1, 1)),  # a map smaller than the window
   ],
 )
-def test_pooling_and_its_gradient_equal_numpy(kind, separable, shape, window, stride, after):
+def test_pooling_and_its_gradient_equal_numpy(
+  kind, separable, shape, window, stride, after, monkeypatch
+):
   """Both implementations (separable: the CPU's; not: XLA's own two-dimensional pooling), on
   values rounded to one decimal after a ReLU, so that windows hold ties."""
   x = jnp.round(jax.nn.relu(jax.random.normal(jax.random.key(0), shape)), 1)
   sizes = [(n + pad - window) // stride + 1 for n, pad in zip(shape[-3:-1], after, strict=True)]
   g = jax.random.normal(jax.random.key(1), (*shape[:-3], *sizes, shape[-1]))
   want, want_dx = numpy_pool(kind, np.asarray(x), window, stride, sizes, np.asarray(g))
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(pooling, "separable", lambda: separable)
-    got, vjp = jax.vjp(lambda x: pooling.pool(kind, x, window, stride, after), x)
-    (got_dx,) = vjp(g)
+  monkeypatch.setattr(pooling, "separable", lambda: separable)
+  got, vjp = jax.vjp(lambda x: pooling.pool(kind, x, window, stride, after), x)
+  (got_dx,) = vjp(g)
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(got_dx, want_dx, rtol=1e-5, atol=1e-6)
