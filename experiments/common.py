@@ -243,6 +243,13 @@ def error(record: Record, view: str = "center") -> float | None:
   return record.results[view]["top1_error"] if record.status == "finished" else None
 
 
+def errors(record: Record) -> dict:
+  """A run's status and its final top-1 errors of both views (None until it has finished)."""
+  return dict(
+    status=record.status, center=error(record, "center"), ten_views=error(record, "ten_views")
+  )
+
+
 def spread(values: Sequence[float | None]) -> dict:
   """Mean, sample standard deviation (None for fewer than 2), minimum, maximum and count of
   the values that are not None."""

@@ -56,9 +56,7 @@ def summarize(records: dict[str, common.Record]) -> dict:
     name: dict(
       net=net_of(r.config),
       seed=r.config.seed,
-      status=r.status,
-      center=common.error(r, "center"),
-      ten_views=common.error(r, "ten_views"),
+      **common.errors(r),
       epochs=common.epochs_trained(r),
     )  # fmt: skip
     for name, r in records.items()

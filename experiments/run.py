@@ -24,7 +24,7 @@ from supervision import ConfigError, DataError, train
 from supervision.checkpoint import CheckpointError
 from supervision.workdirs import WorkdirError
 
-EXPERIMENTS = ("figure1", "lrn", "pooling", "views")
+EXPERIMENTS = ("figure1", "lrn", "pooling", "precision", "views")
 ERRORS = (ConfigError, DataError, CheckpointError, WorkdirError, FileNotFoundError)
 FLAGS = flags.FLAGS
 

@@ -36,11 +36,9 @@ def summarize(records: dict[str, common.Record]) -> dict:
   views'; their means over the seeds."""
   per_run = {}
   for name, r in records.items():
-    center, ten = common.error(r, "center"), common.error(r, "ten_views")
-    per_run[name] = dict(
-      seed=r.config.seed, status=r.status, center=center, ten_views=ten,
-      center_minus_ten_views=common.difference(center, ten),
-    )  # fmt: skip
+    run = dict(seed=r.config.seed, **common.errors(r))
+    run["center_minus_ten_views"] = common.difference(run["center"], run["ten_views"])
+    per_run[name] = run
   mean = {
     key: common.spread([run[key] for run in per_run.values()])["mean"]
     for key in ("center", "ten_views", "center_minus_ten_views")

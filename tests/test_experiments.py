@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import pytest
 from PIL import Image
 
-from experiments import common, figure1, lrn, pooling, run, views
+from experiments import common, figure1, lrn, pooling, precision, run, views
 from supervision import figures, models, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -332,6 +332,40 @@ def test_views_differences_and_means():
 # The runner loop, with a stand-in for training.
 
 
+def test_precision_paired_differences_and_the_noise_test():
+  """Central crop, seeds 0-2: float32 30%, 28%, 29%; bfloat16 31%, 28.5%, 30.5%: differences
+  1, 0.5, 1.5 points, mean 1, std 0.5, standard error 0.5 / sqrt(3) = 0.2887: 1 > 2 * 0.2887,
+  beyond the noise. 10 views: differences 1, -1, 0.5: mean 1/6, std 1.0408, standard error
+  0.6009: within it. Seed 3 has only its float32 run: in float32's spread, in no difference."""
+  configs = precision.runs(False, [0, 1, 2, 3])
+  errors = {
+    "float32_seed0": (0.30, 0.27), "bfloat16_seed0": (0.31, 0.28),
+    "float32_seed1": (0.28, 0.26), "bfloat16_seed1": (0.285, 0.25),
+    "float32_seed2": (0.29, 0.26), "bfloat16_seed2": (0.305, 0.265),
+    "float32_seed3": (0.32, 0.30),
+  }  # fmt: skip
+  records = {name: record(configs[name], center=c, ten_views=t) for name, (c, t) in errors.items()}
+  records["bfloat16_seed3"] = record(configs["bfloat16_seed3"], status="partial")
+  summary = precision.summarize(records)
+  assert configs["bfloat16_seed1"].model.dtype == "bfloat16" and configs["float32_seed1"].seed == 1
+  assert summary["dtypes"]["float32"]["center"]["n"] == 4
+  assert summary["dtypes"]["float32"]["center"]["mean"] == pytest.approx(0.2975)
+  assert summary["dtypes"]["bfloat16"]["ten_views"]["n"] == 3
+  assert sorted(summary["differences"]) == [0, 1, 2]
+  assert summary["differences"][1] == pytest.approx(dict(center=0.005, ten_views=-0.01))
+  center, ten = summary["effect"]["center"], summary["effect"]["ten_views"]
+  assert (center["mean"], center["std"], center["n"]) == pytest.approx((0.01, 0.005, 3))
+  assert center["standard_error"] == pytest.approx(0.005 / 3**0.5)
+  assert center["within_noise"] is False
+  assert ten["mean"] == pytest.approx(0.01 / 6)
+  assert ten["standard_error"] == pytest.approx(0.0060093, abs=1e-7)
+  assert ten["within_noise"] is True
+  assert summary["table"][3] == dict(
+    seed=3, float32_center=0.32, bfloat16_center=None, float32_ten_views=0.30,
+    bfloat16_ten_views=None, difference_center=None, difference_ten_views=None,
+  )  # fmt: skip
+
+
 def finish_views_run(run_dir):
   """What a finished views run leaves: rows to step 4680, errors 30% and 28% (2% apart)."""
   rows = [train_row(4680, 0.1, epoch=12.0), eval_row(4680, 0.3)]
@@ -457,12 +491,14 @@ SMOKE_RUNS = {
   "figure1": ["paper_relu_lr0.03_seed0", "paper_tanh_lr0.03_seed0"],
   "lrn": ["lrn_seed0", "no_lrn_seed0"],
   "pooling": [f"{p}_dropout_on_aug_on_seed0" for p in ("overlapping", "non_overlapping")],
+  "precision": ["float32_seed0", "bfloat16_seed0"],
   "views": ["seed0"],
 }
 SUMMARY_KEYS = {
   "figure1": {"target", "runs", "best", "tanh_over_relu", "table", "paper"},
   "lrn": {"runs", "nets", "no_lrn_minus_lrn", "paper", "note", "table"},
   "pooling": {"runs", "effects", "paper_effect", "table", "note"},
+  "precision": {"runs", "dtypes", "differences", "effect", "table"},
   "views": {"runs", "mean", "table"},
 }
 
