@@ -29,9 +29,10 @@ ERRORS = (
 )
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, statistics and logs.")
-# Each mode: the function "module.function" of supervision that runs it, whether it writes
-# the workdir (and so holds its lock), and what it does. A mode's module is imported only when
-# the mode runs (the figures' matplotlib, for one, costs seconds).
+# Each mode: the function "module.function" of supervision that runs it, whether it holds the
+# workdir's lock (the modes that write checkpoints or a prepared dataset), and what it does. A
+# mode's module is imported only when the mode runs (the figures' matplotlib, for one, costs
+# seconds).
 MODES = {
   "train": (
     "train.train_and_evaluate", True, "train (resuming from the workdir's latest checkpoint)",

@@ -122,7 +122,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.decay_biases = False  # cuda-convnet decayed weights only; the paper says "weight w"
   config.lr_schedule = "plateau"  # "plateau" (the paper), "step" or "constant"
   config.lr_drop_factor = 0.1
-  config.plateau_patience = 3  # evaluations without improvement before dividing the lr by 10
+  config.plateau_patience = 3  # evaluations without improvement before the lr drops
   config.plateau_min_delta = 1e-3  # improvement of the validation error that counts
   config.max_lr_drops = 3
   config.lr_step_epochs = (30, 60, 80)  # for lr_schedule = "step"
@@ -142,7 +142,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
   config.num_eval_batches = -1  # -1: the whole eval split
-  config.eval_checkpoint_step = -1  # --mode=eval, predict and features restore this; -1: latest
+  config.eval_checkpoint_step = -1  # what eval, predict, features and figures restore; -1: latest
 
   # Inference (`supervision.inference`, `supervision.predict`). --mode=predict: the top-5 classes
   # of the image file or folder of images `path`, on the central crop or the 10 views, with

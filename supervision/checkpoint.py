@@ -137,7 +137,7 @@ def restore(
 def requested_step(config: ml_collections.ConfigDict) -> int | None:
   """The step that `config.eval_checkpoint_step` asks for (eval, predict, features, figures);
   None: the latest."""
-  return config.eval_checkpoint_step if config.eval_checkpoint_step > 0 else None
+  return config.eval_checkpoint_step if config.eval_checkpoint_step >= 0 else None
 
 
 def restore_params(

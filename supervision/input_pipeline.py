@@ -1,10 +1,11 @@
 """Reading batches: the Grain loader over a source (`supervision.datasets`), host-side.
 
 Every image is decoded on the host at each read, or with `config.cache_images` once, before
-training (`CachedSource`). Cropping, flipping, mean subtraction and lighting happen on the
-device (`supervision.preprocessing`). A file that cannot be read or decoded is skipped with one
-warning that names it and counts the files skipped so far: its row of the batch is masked out.
-It never stops an epoch or shifts a label.
+training (`CachedSource`); prepared datasets can instead be decoded on the GPU with
+`config.decoder="dali"` (`supervision.dali`). Cropping, flipping, mean subtraction and
+lighting happen on the device (`supervision.preprocessing`). A file that cannot be read or
+decoded is skipped with one warning that names it and counts the files skipped so far: its row
+of the batch is masked out. It never stops an epoch or shifts a label.
 
 Batches are numpy dicts of the process's share of a global batch (batch_size // process_count):
 "image" uint8 [b, S, S, 3], "label" int32 [b] and "mask" bool [b], False for skipped files and

@@ -62,7 +62,8 @@ def learning_rate_fn(config: ml_collections.ConfigDict, steps_per_epoch: int) ->
 
 @dataclasses.dataclass
 class Plateau:
-  """Divide the learning rate by 10 when the validation error stops improving.
+  """Multiply the learning rate by `factor` (the paper's 1/10) when the validation error stops
+  improving.
 
   `scale` multiplies the base learning rate; the whole state is saved with checkpoints.
   """

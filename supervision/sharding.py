@@ -5,7 +5,8 @@ lives on model-device c; the batch is split over "data". Parameters and optimize
 placed by one rule: a leaf whose key path ends in a column layer's "kernel" or "bias" (the
 parameters, and the optimizer state that mirrors them) has a leading column axis, split over
 "model"; every other leaf is replicated. Which layers talk across "model" is decided by the
-model itself (`supervision.models`): only conv3 and the FC layers. Dropout and augmentation
+model itself (`supervision.models`): only conv3 and the FC layers (and LRN, where
+`config.model.lrn.across_columns` lets its windows cross the columns). Dropout and augmentation
 draws do not depend on the mesh (`jax_threefry_partitionable`, JAX's default).
 """
 

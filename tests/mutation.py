@@ -307,7 +307,7 @@ MUTANTS = [
   ),
   mutant(
     "eval_checkpoint_step ignored", "supervision/checkpoint.py",
-    "return config.eval_checkpoint_step if config.eval_checkpoint_step > 0 else None",
+    "return config.eval_checkpoint_step if config.eval_checkpoint_step >= 0 else None",
     "return None",
     "tests/test_failures.py::test_eval_restores_the_step_it_is_given",
   ),

@@ -106,3 +106,11 @@ def test_restore_params_reads_a_checkpoint_of_other_devices(tmp_path):
     [sys.executable, "-c", read], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
   )
   assert result.stdout.split() == ["ndarray", "5", "66.0"], result.stderr
+
+
+def test_the_requested_step_0_is_step_0_and_minus_1_the_latest():
+  """Step 0 is a checkpoint like any other (`--mode=import_caffe` writes it), not the latest."""
+  config = smoke.get_config()
+  for step, requested in ((-1, None), (0, 0), (20, 20)):
+    config.eval_checkpoint_step = step
+    assert checkpoint.requested_step(config) == requested, step
