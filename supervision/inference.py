@@ -271,16 +271,17 @@ def evaluate_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def write_features(config: ml_collections.ConfigDict, workdir: str) -> Path:
   """`--mode=features`: the last hidden layer's activations (`features`) of the central crops of
   `config.features.split` ("": the eval split), every example, to
-  `workdir/features/<split>.npz`: "features" float32 [N, D] and "labels" int32 [N], row i the
-  i-th readable example in the split's order."""
+  `workdir/features/<split>.npz`: "features" float32 [N, D], "labels" int32 [N] and "indices"
+  int64 [N], row i example indices[i] of the split: its readable examples in order."""
   net = load(config, workdir, checkpoint.requested_step(config))
   dataset_classes(net)
   split = config.features.split or config.eval_split
   source = input_pipeline.make_source(net.config, split)
-  _, labels, values = net.outputs(source, ("features",))
+  indices, labels, values = net.outputs(source, ("features",))
   path = Path(workdir) / "features" / f"{split}.npz"
   if jax.process_index() == 0:  # atomically, as the statistics are written
-    stats.save_stats(dict(features=values["features"], labels=labels.astype(np.int32)), path)
+    arrays = dict(features=values["features"], labels=labels.astype(np.int32), indices=indices)
+    stats.save_stats(arrays, path)
   shape = values["features"].shape
   train.say(f"Features [{shape[0]}, {shape[1]}] of split {split!r} at step {net.step} in {path}.")
   return path

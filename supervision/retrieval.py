@@ -4,7 +4,7 @@ The paper finds, for a test image, the training images whose 4096-dimensional fe
 (fc7's outputs) are nearest in Euclidean distance, and proposes making this efficient "by
 training an auto-encoder to compress these vectors to short binary codes". `--mode=retrieval`
 does both on the feature files of `--mode=features` (WORKDIR/features/<split>.npz: "features"
-float32 [N, D] and "labels" int32 [N], row i the split's example i in evaluation order):
+float32 [N, D], "labels" int32 [N] and "indices" [N], row i the split's example indices[i]):
 queries are the eval split's vectors, the database the training split's.
 
 Both searches are exact and run on the device as matrix products over chunks of queries and
@@ -39,8 +39,9 @@ def features_path(workdir: str, split: str) -> Path:
   return Path(workdir) / "features" / f"{split}.npz"
 
 
-def load_features(workdir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """(features float32 [N, D], labels int32 [N]) of `split` from WORKDIR/features/<split>.npz."""
+def load_features(workdir: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(features float32 [N, D], labels int32 [N], example indices [N]) of `split` from
+  WORKDIR/features/<split>.npz; a file without "indices" holds examples 0 to N - 1."""
   path = features_path(workdir, split)
   if not path.is_file():
     raise FileNotFoundError(
@@ -49,19 +50,22 @@ def load_features(workdir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     )
   try:
     with np.load(path) as data:
-      arrays = {key: data[key] for key in ("features", "labels") if key in data.files}
+      arrays = {key: data[key] for key in ("features", "labels", "indices") if key in data.files}
       names = sorted(data.files)
   except (OSError, ValueError, zipfile.BadZipFile) as e:
     raise DataError(f"{path} is not a readable .npz file: {e}") from None
-  if len(arrays) < 2:
+  if "features" not in arrays or "labels" not in arrays:
     raise DataError(f"{path} must hold 'features' and 'labels'; it has {names}.")
   features = arrays["features"].astype(np.float32, copy=False)
   labels = arrays["labels"].astype(np.int32, copy=False)
+  indices = arrays.get("indices", np.arange(len(labels)))
   if features.ndim != 2 or labels.shape != features.shape[:1] or not len(labels):
     raise DataError(
       f"{path}: features {features.shape} and labels {labels.shape} are not [N, D] and [N], N > 0."
     )
-  return features, labels
+  if indices.shape != labels.shape:
+    raise DataError(f"{path}: indices {indices.shape} and labels {labels.shape} differ in shape.")
+  return features, labels, indices
 
 
 @functools.partial(
@@ -244,8 +248,8 @@ def evaluate(
 def run_retrieval(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """`--mode=retrieval`: Euclidean search on the raw vectors and Hamming search on the binary
   codes of each config.retrieval.code_bits; writes WORKDIR/retrieval.json and Figure 4 (right)."""
-  database, database_labels = load_features(workdir, config.train_split)
-  queries, query_labels = load_features(workdir, config.eval_split)
+  database, database_labels, database_examples = load_features(workdir, config.train_split)
+  queries, query_labels, query_examples = load_features(workdir, config.eval_split)
   if queries.shape[1] != database.shape[1]:
     raise DataError(
       f"{features_path(workdir, config.eval_split)} has {queries.shape[1]}-dimensional features,"
@@ -293,12 +297,12 @@ def run_retrieval(config: ml_collections.ConfigDict, workdir: str) -> dict:
   say(f"Wrote {path}.")
   if r.figure_queries:
     shown = np.sort(rng.choice(len(rows), min(r.figure_queries, len(rows)), replace=False))
+    neighbours = nearest[shown, :FIGURE_NEIGHBOURS]
     figure = retrieval_figure.draw(
       config,
-      rows[shown],
-      nearest[shown, :FIGURE_NEIGHBOURS],
-      (query_labels[shown], database_labels),
-      (len(queries), len(database)),
+      query_examples[rows[shown]],
+      database_examples[neighbours],
+      (query_labels[shown], database_labels[neighbours]),
       Path(workdir) / "figures" / "figure4_right.png",
     )
     say(f"Wrote {figure}.")

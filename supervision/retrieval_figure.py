@@ -1,9 +1,9 @@
 """Figure 4 (right) of the paper: evaluation images (first column) and the training images whose
 last-hidden-layer vectors are nearest to theirs in Euclidean distance (the other columns).
 
-Feature row i of a split is example i of the split's source (`datasets.decoding_source`),
-read by index with `input_pipeline.read_batch`; each image read is checked against the label of
-its feature row.
+Feature row i of a split is example indices[i] of the split's source
+(`datasets.decoding_source`), read by index with `input_pipeline.read_batch`; each image read
+is checked against the label of its feature row.
 """
 
 from pathlib import Path
@@ -21,13 +21,18 @@ DPI = 100
 def example_images(source, indices: np.ndarray, labels: np.ndarray, split: str) -> np.ndarray:
   """The images of examples `indices` of `source` (uint8 [n, S, S, 3]), checked against the
   labels of their feature rows, so that features of another split or order are caught."""
+  if (outside := indices[(indices < 0) | (indices >= len(source))]).size:
+    raise DataError(
+      f"The features of split {split!r} name example {outside[0]}, but the split has"
+      f" {len(source)} examples: features of another dataset?"
+    )
   batch = input_pipeline.read_batch(source, np.asarray(indices))
   for index, label, read, ok in zip(indices, labels, batch["label"], batch["mask"], strict=True):
     if not ok or read != label:
       found = "unreadable" if not ok else f"of class {read}"
       raise DataError(
         f"Example {index} of split {split!r} is {found} but its feature row has label {label}:"
-        " the rows of the features file must be the split's examples in order."
+        " the features file must be of this split, as --mode=features wrote it."
       )
   return batch["image"]
 
@@ -60,22 +65,14 @@ def draw(
   query_indices: np.ndarray,
   neighbour_indices: np.ndarray,
   labels: tuple[np.ndarray, np.ndarray],
-  sizes: tuple[int, int],
   path: Path,
 ) -> Path:
   """Figure 4 (right) at `path`: examples `query_indices` of config.eval_split and, in each row,
-  examples `neighbour_indices` [R, n] of config.train_split. `labels` are the query rows' and
-  the training split's feature labels, `sizes` the rows of the two features files."""
-  query_labels, train_labels = labels
+  examples `neighbour_indices` [R, n] of config.train_split. `labels` are their feature rows'
+  labels ([R] and [R, n])."""
   splits = config.eval_split, config.train_split
   sources = [datasets.decoding_source(config, split) for split in splits]
-  for split, source, rows in zip(splits, sources, sizes, strict=True):
-    if len(source) != rows:
-      raise DataError(
-        f"Split {split!r} of {config.dataset} has {len(source)} examples but its features file"
-        f" {rows} rows: the rows must be the split's examples in order."
-      )
-  queries = example_images(sources[0], query_indices, query_labels, splits[0])
+  queries = example_images(sources[0], query_indices, labels[0], splits[0])
   flat = neighbour_indices.reshape(-1)
-  neighbours = example_images(sources[1], flat, train_labels[flat], splits[1])
+  neighbours = example_images(sources[1], flat, labels[1].reshape(-1), splits[1])
   return mosaic(queries, neighbours.reshape(*neighbour_indices.shape, *neighbours.shape[1:]), path)

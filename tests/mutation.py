@@ -359,6 +359,11 @@ MUTANTS = [
     'while points and points[-1][0] == row["step"]:',
     "tests/test_figures.py::test_the_curves_keep_the_resumed_rows_and_drop_a_row_cut_short",
   ),
+  mutant(
+    "figure 4: the neighbours' feature rows taken for their examples", "supervision/retrieval.py",
+    "database_examples[neighbours],", "neighbours,",
+    "tests/test_retrieval.py::test_the_figure_shows_the_examples_of_a_features_file_with_rows_left_out",
+  ),
   # Importing Caffe's weights and conventions.
   mutant(
     "fc6 weights kept in Caffe's (channel, row, column) order", "supervision/caffe.py",

@@ -237,11 +237,15 @@ def classifier(member, features):
 
 
 def check_features(member, path, files, labels):
+  """The features file at `path` of the readable images `files` of a split, with `labels`."""
   with np.load(path) as f:
-    assert sorted(f.files) == ["features", "labels"]
-    got, got_labels = f["features"], f["labels"]
+    assert sorted(f.files) == ["features", "indices", "labels"]
+    got, got_labels, indices = f["features"], f["labels"], f["indices"]
   assert got.dtype == np.float32 and got_labels.dtype == np.int32
   np.testing.assert_array_equal(got_labels, labels)
+  split = files[0].parents[1]  # the split's examples: its classes' files, the unreadable too
+  examples = [f for name in CLASSES for f in sorted((split / name).iterdir())]
+  np.testing.assert_array_equal(indices, [examples.index(f) for f in files])
   # The paper's dropout multiplies the hidden layers' outputs by 0.5 at test time: the features
   # are the activations before, and 0.5 x them is the classifier's input.
   scale = 0.5 if member.config.model.dense else 1.0

@@ -165,8 +165,13 @@ def test_retrieval_mode_writes_the_results_and_figure_4(retrieval_run, capsys):
   assert stored["chance_precision"] == 0.5 and stored["num_queries"] == 4
   assert report["methods"][0]["precision_at"][6] == pytest.approx(hits.mean())
   assert "hamming_8" in capsys.readouterr().out
+  check_figure(workdir, nearest, np.arange(len(database)))
 
-  # 3 rows of 96-pixel cells: the query, a quarter-cell gap, its 6 neighbours.
+
+def check_figure(workdir, nearest, database_examples):
+  """Figure 4's 3 rows of 96-pixel cells: a query, a quarter-cell gap, its 6 neighbours, each
+  the image of its example: `nearest` [queries, 6] are rows of the database's features,
+  `database_examples` the training split's example of each row."""
   figure = np.asarray(Image.open(workdir / "figures" / "figure4_right.png").convert("RGB"))
   cell = retrieval_figure.MIN_CELL
   assert figure.shape == (3 * cell, 7 * cell + cell // 4, 3)
@@ -179,7 +184,24 @@ def test_retrieval_mode_writes_the_results_and_figure_4(retrieval_run, capsys):
   query_of = {level["test", i]: i for i in range(2 * TEST_PER_CLASS)}
   assert len({row[0] for row in rows}) == 3 and all(row[0] in query_of for row in rows)
   for row in rows:
-    assert row[1:] == [level["train", i] for i in nearest[query_of[row[0]]]], row
+    want = [level["train", database_examples[i]] for i in nearest[query_of[row[0]]]]
+    assert row[1:] == want, row
+
+
+def test_the_figure_shows_the_examples_of_a_features_file_with_rows_left_out(retrieval_run):
+  """A training image unreadable at --mode=features has no row: the rows after it are the
+  examples after it (its "indices"), not shifted onto their neighbours in the split."""
+  config, workdir, features = retrieval_run
+  config.retrieval.code_bits = ()
+  vectors, labels = features["train"]
+  kept = np.delete(np.arange(len(labels)), [0, 7])
+  np.savez(
+    workdir / "features" / "train.npz", features=vectors[kept], labels=labels[kept], indices=kept
+  )
+  retrieval.run_retrieval(config, str(workdir))
+  queries = features["test"][0]
+  _, nearest = brute_force(((queries[:, None] - vectors[kept][None]) ** 2).sum(-1), 6)
+  check_figure(workdir, nearest, kept)
 
 
 def test_the_figure_checks_that_feature_rows_are_the_split_in_order(retrieval_run):
@@ -189,6 +211,7 @@ def test_the_figure_checks_that_feature_rows_are_the_split_in_order(retrieval_ru
   np.savez(workdir / "features" / "test.npz", features=vectors, labels=1 - labels)
   with pytest.raises(DataError, match=r"Example \d of split 'test' is of class \d but its"):
     retrieval.run_retrieval(config, str(workdir))
-  np.savez(workdir / "features" / "test.npz", features=vectors[:3], labels=labels[:3])
-  with pytest.raises(DataError, match="has 4 examples but its features file 3 rows"):
+  indices = np.array([0, 1, 2, 4])
+  np.savez(workdir / "features" / "test.npz", features=vectors, labels=labels, indices=indices)
+  with pytest.raises(DataError, match="name example 4, but the split has 4 examples"):
     retrieval.run_retrieval(config, str(workdir))
