@@ -3,7 +3,8 @@
 Prints RESULT lines in the format of ../shared/peers/torch_alexnet.py, so both can be run
 interleaved on the same machine:
     python -m benchmarks.model_speed --config=configs/alexnet.py --batch=128,512 --steps=5
-The train step is forward, softmax cross-entropy, backward and the paper's SGD update.
+The train step is forward, softmax cross-entropy, backward and the paper's SGD update (the
+optimizer that training uses, `optim.create_optimizer`).
 `--dtype=bfloat16` computes in bfloat16 with float32 parameters (config.model.dtype).
 Both are compiled with the project's `sharding.compiler_options()`; `--xla_defaults` compiles
 them with XLA's defaults instead, the baseline of those options.
@@ -81,7 +82,7 @@ def time_model(
   key = jax.random.key(batch)
   x = jax.random.normal(key, (batch, config.crop_size, config.crop_size, 3))
   y = jax.random.randint(key, (batch,), 0, config.num_classes)
-  tx = optim.paper_sgd(config.learning_rate, config.momentum, config.weight_decay)
+  tx = optim.create_optimizer(config)  # the training's: biases not decayed by default
   dtype = config.model.dtype
 
   def loss_fn(params, step):

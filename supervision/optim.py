@@ -12,8 +12,8 @@ from supervision import ConfigError
 
 def paper_sgd(
   learning_rate: float | optax.Schedule,
-  momentum: float = 0.9,
-  weight_decay: float = 5e-4,
+  momentum: float,
+  weight_decay: float,
   decay_mask: Callable | None = None,
 ) -> optax.GradientTransformation:
   """v <- momentum * v - weight_decay * lr * w - lr * grad;  w <- w + v.
