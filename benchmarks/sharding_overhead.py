@@ -3,7 +3,7 @@
     python -m benchmarks.sharding_overhead --config=configs/alexnet.py --batch=32 --rounds=5
 
 On a CPU the devices are simulated (4 of them, sharing the cores), so the difference between
-meshes is the cost of the split itself, not a speed-up. The step is `supervision.train`'s:
+meshes is the cost of the split itself, not a speed-up. The step is `supervision.steps`':
 augmentation, forward, backward and the paper's SGD update, with keys from (seed, step).
 """
 
@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from supervision import models, optim, sharding, train  # noqa: E402
+from supervision import models, optim, sharding, steps  # noqa: E402
 
 config_flags.DEFINE_config_file("config", "configs/alexnet.py", "Model config.")
 flags.DEFINE_integer("batch", 32, "Images per step.")
@@ -32,7 +32,7 @@ FLAGS = flags.FLAGS
 
 
 def make_step(config, mesh):
-  """(compiled step, state, step inputs) of `supervision.train.train_step` on `mesh`.
+  """(compiled step, state, step inputs) of `supervision.steps.train_step` on `mesh`.
 
   The inputs are random uint8 images of config.image_size and synthetic dataset statistics.
   """
@@ -50,11 +50,11 @@ def make_step(config, mesh):
   shapes = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
   # numpy draws: compiling JAX's RNG for every parameter shape costs minutes on CPU.
   params = jax.tree.map(lambda x: config.model.init_std * rng.standard_normal(x.shape, "f"), shapes)
-  state = train.state_from_params(params, tx, jax.random.key(config.seed))
+  state = steps.state_from_params(params, tx, jax.random.key(config.seed))
   state = jax.device_put(state, sharding.state_shardings(mesh, state))
   inputs = (sharding.to_global(mesh, batch), sharding.replicate(mesh, data_stats), 1.0)
   step = functools.partial(
-    train.train_step, model=model, tx=tx, lr_fn=optim.learning_rate_fn(config, 1), config=config
+    steps.train_step, model=model, tx=tx, lr_fn=optim.learning_rate_fn(config, 1), config=config
   )
   with jax.set_mesh(mesh):
     jitted = jax.jit(step, compiler_options=sharding.compiler_options())

@@ -33,7 +33,7 @@ import numpy as np
 from absl import logging
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
 
-from supervision import ConfigError, DataError, checkpoint, models, optim, stats, train
+from supervision import ConfigError, DataError, checkpoint, models, optim, stats, steps, train
 from supervision.workdirs import WorkdirError
 
 # The per-channel mean of Caffe's ILSVRC-2012 mean image (BGR), used without a mean file.
@@ -257,7 +257,7 @@ def run_import(config: ml_collections.ConfigDict, workdir: str) -> None:
         " into another --workdir."
       )
     tx = optim.create_optimizer(config)
-    state = train.state_from_params(
+    state = steps.state_from_params(
       jax.tree.map(jnp.asarray, params), tx, jax.random.key(config.seed)
     )
     plateau = vars(optim.Plateau.from_config(config))

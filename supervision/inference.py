@@ -32,6 +32,7 @@ from supervision import (
   preprocessing,
   sharding,
   stats,
+  steps,
   train,
   workdirs,
 )
@@ -57,10 +58,10 @@ def features(
 
 
 # What `Network.batches` computes from uint8 images, by name: log-probabilities of the central
-# crop or of the 10 views (`train.log_probabilities`), or the features.
+# crop or of the 10 views (`steps.log_probabilities`), or the features.
 OUTPUTS = dict(
-  center=functools.partial(train.log_probabilities, ten_views=False),
-  ten_views=functools.partial(train.log_probabilities, ten_views=True),
+  center=functools.partial(steps.log_probabilities, ten_views=False),
+  ten_views=functools.partial(steps.log_probabilities, ten_views=True),
   features=features,
 )
 
@@ -184,8 +185,8 @@ def dataset_classes(net: Network) -> list[str]:
 
 
 def metrics(log_probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-  """Mean loss, top-1 and top-5 error (`train.classification_metrics`), and the count."""
-  per_example = train.classification_metrics(jnp.asarray(log_probs), jnp.asarray(labels))
+  """Mean loss, top-1 and top-5 error (`steps.classification_metrics`), and the count."""
+  per_example = steps.classification_metrics(jnp.asarray(log_probs), jnp.asarray(labels))
   means = {k: float(np.asarray(v, np.float64).mean()) for k, v in per_example.items()}
   return means | {"count": len(labels)}
 

@@ -49,37 +49,37 @@ def mutant(name, path, old, new, *tests):
 MUTANTS = [
   # The maths of training and evaluation.
   mutant(
-    "loss divided by the batch size, not the unmasked count", "supervision/train.py",
+    "loss divided by the batch size, not the unmasked count", "supervision/steps.py",
     "return mask / jnp.maximum(mask.sum(), 1)", "return mask / mask.shape[0]", STEPS,
   ),
   mutant(
-    "reported metrics averaged over masked rows too", "supervision/train.py",
+    "reported metrics averaged over masked rows too", "supervision/steps.py",
     "metrics = {k: (v * weights).sum() for k, v in metrics.items()}",
     "metrics = {k: v.mean() for k, v in metrics.items()}", STEPS,
   ),
   mutant(
-    "eval sums include the padded rows", "supervision/train.py",
+    "eval sums include the padded rows", "supervision/steps.py",
     "sums = {k: (v * mask).sum() for k, v in metrics.items()}",
     "sums = {k: v.sum() for k, v in metrics.items()}", STEPS,
   ),
   mutant(
-    "10-view average mixes images across the batch", "supervision/train.py",
+    "10-view average mixes images across the batch", "supervision/steps.py",
     "jax.nn.log_softmax(logits).reshape(b, v, -1), axis=1)",
     "jax.nn.log_softmax(logits).reshape(v, b, -1), axis=0)", STEPS,
   ),
   mutant(
-    "10-view average of logits, not of softmaxes", "supervision/train.py",
+    "10-view average of logits, not of softmaxes", "supervision/steps.py",
     "jax.nn.logsumexp(jax.nn.log_softmax(logits).reshape(b, v, -1), axis=1) - jnp.log(v)",
     "jax.nn.log_softmax(logits.reshape(b, v, -1).mean(axis=1))", STEPS,
   ),
   mutant(
-    "top-5 error with any instead of all", "supervision/train.py",
+    "top-5 error with any instead of all", "supervision/steps.py",
     "jnp.all(top5 != labels[:, None], axis=-1)", "jnp.any(top5 != labels[:, None], axis=-1)",
     STEPS,
   ),
   # The schedule.
   mutant(
-    "plateau scale does not reach the optimizer", "supervision/train.py",
+    "plateau scale does not reach the optimizer", "supervision/steps.py",
     "hyperparams = dict(state.opt_state.hyperparams, learning_rate=lr)",
     "hyperparams = dict(state.opt_state.hyperparams, learning_rate=lr_fn(state.step))", STEPS,
   ),

@@ -12,7 +12,7 @@ import pytest
 from test_sharding import random_params
 
 from configs import alexnet, cifar10, fake_data_benchmark, smoke
-from supervision import models, optim, train
+from supervision import models, optim, steps, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -43,9 +43,9 @@ def train_step_of(config, batch_size):
   images = np.zeros((1, config.crop_size, config.crop_size, 3), "f")
   shapes = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
   key = jax.random.key(config.seed)
-  state = jax.eval_shape(lambda params: train.state_from_params(params, tx, key), shapes)
+  state = jax.eval_shape(lambda params: steps.state_from_params(params, tx, key), shapes)
   step = functools.partial(
-    train.train_step, model=model, tx=tx, lr_fn=optim.learning_rate_fn(config, 10), config=config
+    steps.train_step, model=model, tx=tx, lr_fn=optim.learning_rate_fn(config, 10), config=config
   )
   return functools.partial(step, data_stats=stats, lr_scale=1.0), state, batch
 
@@ -69,7 +69,7 @@ def test_a_config_takes_a_real_train_step(name):
   config = CONFIGS[name]()
   step, state, batch = train_step_of(config, 2)
   params = random_params(config)
-  state = train.state_from_params(params, optim.create_optimizer(config), jax.random.key(0))
+  state = steps.state_from_params(params, optim.create_optimizer(config), jax.random.key(0))
   new, metrics = jax.device_get(jax.jit(step)(state, batch))
   assert np.isfinite(metrics["loss"]) and int(new.step) == 1, metrics
   moved = jax.tree.map(lambda a, b: bool((a != b).any()), params, new.params)

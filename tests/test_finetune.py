@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import smoke
-from supervision import ConfigError, checkpoint, models, optim, train
+from supervision import ConfigError, checkpoint, models, optim, steps, train
 
 FIRST_FIVE = ("airplane", "automobile", "bird", "cat", "deer")  # of CIFAR-10's classes
 
@@ -28,7 +28,7 @@ def source(cifar10_small_dir, tmp_path_factory):
   those parameters."""
   config = cifar10_config(cifar10_small_dir, classes=FIRST_FIVE, num_classes=5)
   model, tx = models.create_model(config), optim.create_optimizer(config)
-  shapes = jax.eval_shape(functools.partial(train.create_train_state, config, model, tx))
+  shapes = jax.eval_shape(functools.partial(steps.create_train_state, config, model, tx))
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), shapes.params)
   ones = jax.tree.map(lambda x: np.ones(x.shape, x.dtype), shapes)

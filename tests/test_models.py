@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import alexnet, cifar10, smoke
-from supervision import ConfigError, models, pooling, sharding, summary, train
+from supervision import ConfigError, models, pooling, sharding, steps, summary
 
 PAPER_NEURONS = [290_400, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000]
 
@@ -296,7 +296,7 @@ def test_a_class_count_the_columns_do_not_divide_pads_the_classifier(num_classes
 
   def loss(params):
     log_probs = jax.nn.log_softmax(model.apply({"params": params}, images))
-    return train.classification_metrics(log_probs, labels)["loss"].mean()
+    return steps.classification_metrics(log_probs, labels)["loss"].mean()
 
   grads = jax.grad(loss)(params)["fc2"]
   onehot = np.eye(num_classes)[labels]

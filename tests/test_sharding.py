@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 from test_train import final_params
 
 from configs import alexnet, smoke
-from supervision import ConfigError, models, optim, sharding, train
+from supervision import ConfigError, models, optim, sharding, steps, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CREATE_MESH = sharding.create_mesh
@@ -212,9 +212,9 @@ def test_lrn_across_columns_on_the_mesh(initial_params):
   assert np.abs(conv2(1, False) - across).max() > 1e-2 * np.abs(across).max()
 
 
-def train_run(config, params, steps=3):
-  """Metrics of the first train step and of an evaluation, and the parameters after `steps`
-  train steps (`supervision.train`: augmentation, dropout, the paper's SGD) on fixed images.
+def train_run(config, params, num_steps=3):
+  """Metrics of the first train step and of an evaluation, and the parameters after `num_steps`
+  train steps (`supervision.steps`: augmentation, dropout, the paper's SGD) on fixed images.
 
   With several processes each feeds its share of the batch rows and gets the results of all.
   """
@@ -232,17 +232,17 @@ def train_run(config, params, steps=3):
   )
   data_stats = dict(mean=np.full((size, size, 3), 120, np.float32), eigvals=np.ones(3, np.float32))
   data_stats = sharding.replicate(mesh, dict(data_stats, eigvecs=np.eye(3, dtype=np.float32)))
-  state = train.state_from_params(params, tx, jax.random.key(config.seed))
+  state = steps.state_from_params(params, tx, jax.random.key(config.seed))
   state = jax.device_put(state, sharding.state_shardings(mesh, state))
   step_fn = functools.partial(
-    train.train_step, model=model, tx=tx, lr_fn=optim.learning_rate_fn(config, 1), config=config
+    steps.train_step, model=model, tx=tx, lr_fn=optim.learning_rate_fn(config, 1), config=config
   )
-  eval_fn = functools.partial(train.eval_step, model=model, config=config, ten_views=False)
+  eval_fn = functools.partial(steps.eval_step, model=model, config=config, ten_views=False)
   with jax.set_mesh(mesh):
     step_fn = jax.jit(step_fn)
     evaluation = jax.jit(eval_fn)(state.params, batch, data_stats)
     state, metrics = step_fn(state, batch, data_stats, 1.0)
-    for _ in range(1, steps):
+    for _ in range(1, num_steps):
       state, _ = step_fn(state, batch, data_stats, 1.0)
   return multihost_utils.process_allgather((evaluation, metrics, state.params), tiled=True)
 

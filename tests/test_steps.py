@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import alexnet
-from supervision import optim, train
+from supervision import optim, steps
 
 S, C, K = 12, 8, 10  # image size, crop size, classes
 
@@ -49,16 +49,16 @@ def test_metrics_of_hand_made_log_probabilities():
       [-1, -2, -3, -4, -5, -6, -0.5],  # label 5 ranks seventh
     ]
   )
-  got = train.classification_metrics(log_probs, jnp.array([0, 2, 5]))
+  got = steps.classification_metrics(log_probs, jnp.array([0, 2, 5]))
   np.testing.assert_allclose(got["loss"], [0.1, 3, 6], rtol=1e-6)
   assert got["top1_error"].tolist() == [0, 1, 1]
   assert got["top5_error"].tolist() == [0, 0, 1], "top-5 error: the label is not among the top 5"
 
 
 def test_example_weights_average_over_the_unmasked_examples():
-  weights = train.example_weights(jnp.array([True, False, True, True, False]))
+  weights = steps.example_weights(jnp.array([True, False, True, True, False]))
   np.testing.assert_allclose(weights, [1 / 3, 0, 1 / 3, 1 / 3, 0], err_msg="not / unmasked count")
-  assert train.example_weights(jnp.zeros(4, bool)).tolist() == [0.0] * 4  # no NaN
+  assert steps.example_weights(jnp.zeros(4, bool)).tolist() == [0.0] * 4  # no NaN
 
 
 @pytest.fixture
@@ -80,10 +80,10 @@ def test_train_step_takes_the_masked_mean_and_the_papers_update(config, params, 
   stats = dict(mean=np.broadcast_to(mean, (S, S, 3)), eigvals=np.zeros(3, np.float32))
   stats["eigvecs"] = np.eye(3, dtype=np.float32)
   tx = optim.create_optimizer(config)
-  state = train.state_from_params(params, tx, jax.random.key(0))
+  state = steps.state_from_params(params, tx, jax.random.key(0))
   step = jax.jit(
     functools.partial(
-      train.train_step, model=PixelLinear(), tx=tx, lr_fn=optim.learning_rate_fn(config, 10),
+      steps.train_step, model=PixelLinear(), tx=tx, lr_fn=optim.learning_rate_fn(config, 10),
       config=config,
     )
   )  # fmt: skip
@@ -161,7 +161,7 @@ def test_eval_step_sums_over_unmasked_images(config, params, ten_views):
   )
   stats = dict(mean=rng.uniform(0, 255, (S, S, 3)).astype(np.float32))
   stats |= dict(eigvals=np.ones(3, np.float32), eigvecs=np.eye(3, dtype=np.float32))
-  got = train.eval_step(
+  got = steps.eval_step(
     params, batch, stats, model=PixelLinear(), config=config, ten_views=ten_views
   )
   views = ten_views_reference(batch["image"], stats["mean"])  # [5, 10, C, C, 3]

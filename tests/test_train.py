@@ -25,6 +25,7 @@ from supervision import (
   models,
   optim,
   sharding,
+  steps,
   train,
 )
 
@@ -51,7 +52,7 @@ def read_metrics(workdir):
 
 
 class LogitsModel:
-  """Stands in for the network in `train.eval_step`: returns fixed logits [B, views, classes]
+  """Stands in for the network in `steps.eval_step`: returns fixed logits [B, views, classes]
   as the rows of the B * views input views."""
 
   def __init__(self, logits):
@@ -63,12 +64,12 @@ class LogitsModel:
 
 
 def ten_view_loss(logits, labels):
-  """The summed loss of `train.eval_step` with 10 views that have `logits`."""
+  """The summed loss of `steps.eval_step` with 10 views that have `logits`."""
   config = smoke.get_config()
   b, size = len(labels), config.image_size
   batch = dict(image=np.zeros((b, size, size, 3), np.uint8), label=labels, mask=np.ones(b, bool))
   data_stats = dict(mean=np.zeros((size, size, 3), np.float32))
-  sums = train.eval_step(
+  sums = steps.eval_step(
     None, batch, data_stats, model=LogitsModel(logits), config=config, ten_views=True
   )
   return float(sums["loss"])
@@ -312,11 +313,11 @@ def test_bfloat16_train_step_keeps_float32_state_and_loss():
     model, tx = models.create_model(config), optim.create_optimizer(config)
     step = jax.jit(
       functools.partial(
-        train.train_step, model=model, tx=tx, lr_fn=optim.learning_rate_fn(config, 10),
+        steps.train_step, model=model, tx=tx, lr_fn=optim.learning_rate_fn(config, 10),
         config=config,
       )
     )  # fmt: skip
-    state = train.create_train_state(config, model, tx)
+    state = steps.create_train_state(config, model, tx)
     new, metrics = step(state, batch, data_stats, 1.0)
     for leaf in jax.tree.leaves((new.params, new.opt_state, metrics)):
       assert leaf.dtype in (jnp.float32, jnp.int32), (dtype, leaf.dtype)
