@@ -15,8 +15,8 @@ LEARNING_RATES, from the largest down: a too large rate diverges within a few st
 recorded as diverged), and once a rate has reached 25% at E epochs the smaller ones, which
 would only reach it later, are capped at ceil(E) epochs (`pruned_epochs`). 0.01 is the CIFAR-10
 recipe's rate; without weight decay and augmentation larger steps stay stable, so the sweep goes
-up from it, 3x apart. If a pair's best rate is 0.01, a smaller one might be better still. Caps:
-EPOCH_CAPS (the paper's tanh net needed about six times the ReLU net's epochs). Where no rate of
+up from it, 3x apart. If a pair's best rate is 0.01, a smaller one might be better still. Each
+run is capped at EPOCH_CAP epochs, the ReLU and the tanh nets alike. Where no rate of
 a pair reaches 25% within its cap, the best of them (the lowest last training error) goes on
 from its last checkpoint to CONTINUED_EPOCHS in a run of its own (`continues`); a net short of
 25% even then gives a lower bound of the ratio (`epochs_at_least`).
@@ -49,7 +49,7 @@ SEEDS = (0,)
 INITS = ("paper", "scaled")
 ACTIVATIONS = ("relu", "tanh")
 LEARNING_RATES = (0.1, 0.03, 0.01)  # tried in this order (`pruned_epochs`)
-EPOCH_CAPS = dict(relu=20, tanh=20)  # the scaled init's ReLU runs needed more than 10
+EPOCH_CAP = 20  # the scaled init's ReLU runs needed more than 10
 CONTINUED_EPOCHS = 80  # of a pair's best run where none reached 25% within its cap
 EVAL_EVERY_EPOCHS = 5  # the test error is not the point here; checkpoints come every 1000 steps
 SMOKE_TARGET = 1.0  # --smoke: reached at the first logged step, where the runs end
@@ -79,7 +79,7 @@ def config_for(
     config.model.init, config.standardize_inputs = "scaled", True
     config.model.layer_init_std = {}
   config.learning_rate = learning_rate
-  config.num_epochs = EPOCH_CAPS[activation]
+  config.num_epochs = EPOCH_CAP
   config.seed = seed
   steps_per_epoch = 50_000 // config.batch_size  # of CIFAR-10's training split
   config.eval_every_steps = EVAL_EVERY_EPOCHS * steps_per_epoch
