@@ -307,6 +307,18 @@ class ColumnNet(nn.Module):
     return _merge_columns(x)[:, : self.num_classes].astype(jnp.float32)
 
 
+def check_params(params: Any, crop_size: int) -> None:
+  """A ConfigError naming the first layer of `params` (or their shapes) that has an empty kernel:
+  the maps reaching it shrank to nothing, as each conv layer of stride > 1 and each pooling
+  shrinks them, at inputs of `crop_size`."""
+  for name, layer in params.items():
+    if any(leaf.size == 0 for leaf in jax.tree.leaves(layer)):
+      raise ConfigError(
+        f"config.crop_size={crop_size} is too small for the network: the maps reaching layer"
+        f" {name} are empty. Give a larger crop (and config.image_size)."
+      )
+
+
 def create_model(config: ml_collections.ConfigDict) -> ColumnNet:
   """Builds the network described by `config.model` for `config.num_classes` classes."""
   m = config.model

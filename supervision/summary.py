@@ -37,6 +37,7 @@ def layer_table(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> 
     return model.init_with_output(rng, images, capture_intermediates=True)
 
   _, variables = jax.eval_shape(init, jax.random.key(0))
+  models.check_params(variables["params"], config.crop_size)
   shardings = sharding.state_shardings(mesh, variables["params"])
   rows = []
   for name, reads in model.layer_reads():

@@ -40,8 +40,12 @@ class Trainer:
     self.mesh = sharding.create_mesh(config)
     # The training split is listed here once; train_and_evaluate decodes it.
     self.train_source = datasets.decoding_source(config, config.train_split)
-    self.eval_source = input_pipeline.make_source(config, config.eval_split)
     self.steps_per_epoch = len(self.train_source) // config.batch_size
+    if not self.steps_per_epoch:
+      raise ConfigError(
+        f"config.batch_size={config.batch_size} is larger than the {len(self.train_source)}"
+        f" examples of split {config.train_split!r} of {config.dataset}: not one batch an epoch."
+      )
     if config.num_train_steps > 0:
       self.num_steps = config.num_train_steps
     else:
@@ -49,9 +53,12 @@ class Trainer:
     self.model = models.create_model(config)
     self.tx = optim.create_optimizer(config)
     self.lr_fn = optim.learning_rate_fn(config, self.steps_per_epoch)
-    self.data_stats = sharding.replicate(self.mesh, stats.load_or_compute_stats(config, workdir))
     init = functools.partial(steps.create_train_state, config, self.model, self.tx)
-    self.state_shardings = sharding.state_shardings(self.mesh, jax.eval_shape(init))
+    abstract = jax.eval_shape(init)
+    models.check_params(abstract.params, config.crop_size)
+    self.state_shardings = sharding.state_shardings(self.mesh, abstract)
+    self.eval_source = input_pipeline.make_source(config, config.eval_split)
+    self.data_stats = sharding.replicate(self.mesh, stats.load_or_compute_stats(config, workdir))
     options = sharding.compiler_options()
     with jax.set_mesh(self.mesh):
       self.init_state = jax.jit(init, out_shardings=self.state_shardings)
@@ -130,6 +137,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for key in ("batch_size", "log_every_steps", "checkpoint_every_steps", "num_epochs"):
     if config[key] <= 0:
       raise ConfigError(f"config.{key}={config[key]} must be positive.")
+  if config.num_eval_batches == 0 or config.num_eval_batches < -1:
+    raise ConfigError(
+      f"config.num_eval_batches={config.num_eval_batches}: give a positive number of batches, or"
+      " -1 for the whole eval split."
+    )
   if config.num_train_steps == 0 or config.num_train_steps < -1:
     raise ConfigError(
       f"config.num_train_steps={config.num_train_steps}: give a positive number of steps, or -1"

@@ -173,6 +173,11 @@ def test_resuming_with_another_model_names_the_keys(workdir, cifar10_small_dir):
     ("--config.learning_rate=nan", "config.learning_rate=nan must be a finite number"),
     ("--config.num_train_steps=0", "config.num_train_steps=0: give a positive number of steps"),
     ("--config.momentum=1.0", "config.momentum=1.0 < 1"),
+    ("--config.num_eval_batches=0", "config.num_eval_batches=0: give a positive number"),
+    # 1,000 training images (cifar10_small_dir): no batch of 1,008 in an epoch.
+    ("--config.batch_size=1008", "config.batch_size=1008 is larger than the 1000 examples"),
+    # The smoke net pools 4x4 inputs to 2x2, 1x1 and 0x0: fc4 reads nothing.
+    ("--config.crop_size=4", "config.crop_size=4 is too small for the network: the maps reaching"),
   ],
 )
 def test_unusable_values_are_named_before_anything_is_written(
