@@ -40,10 +40,16 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
   """Decodes an encoded image by its content into the central size x size RGB patch (uint8).
 
   The shorter side is rescaled to `size` (bilinear, antialiased), also for smaller images.
-  JPEGs are decoded at the smallest DCT scale that keeps both sides >= size.
+  JPEGs are decoded at the smallest DCT scale that keeps both sides >= size. 16-bit grey
+  levels are scaled to 8 bits (65535 -> 255); 32-bit integer or float pixels, which have no
+  fixed range, are a ValueError.
   """
   with Image.open(io.BytesIO(data)) as image:
     image.draft("RGB", (size, size))
+    if image.mode.startswith("I;16"):  # PIL's convert would clip them at 255
+      image = Image.fromarray(np.round(np.asarray(image, np.float32) / 257).astype(np.uint8))
+    elif image.mode in ("I", "F"):
+      raise ValueError(f"its pixels are 32-bit {image.mode} values, of no fixed range")
     image = image.convert("RGB")
   width, height = image.size
   side = min(width, height)
