@@ -38,7 +38,7 @@ MODES = {
     "train.train_and_evaluate", True, "train (resuming from the workdir's latest checkpoint)",
   ),
   "eval": (
-    "train.evaluate_checkpoint", False,
+    "inference.evaluate_checkpoint", False,
     "evaluate a checkpoint of the workdir (central crop and 10 views)",
   ),
   "predict": (

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from supervision import ConfigError, checkpoint, figures, train, workdirs
 
-EVAL_RESULTS = "eval_results.json"  # written by train.evaluate_views: the eval split's errors
+EVAL_RESULTS = "eval_results.json"  # written by train.write_eval_results: the eval split's errors
 DIVERGED = "diverged.json"  # written here when a run's training raises FloatingPointError
 TRAIN_SPLIT_RESULTS = "train_split_results.json"  # `evaluate_train_split`
 # --smoke: a few steps of a small batch (a multiple of the tests' 4 simulated devices).

@@ -152,6 +152,8 @@ def restore_params(
     raise FileNotFoundError(f"No checkpoint in {directory}: train first (--workdir={workdir}).")
   with ocp.CheckpointManager(directory, options=options) as manager:
     steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+      raise FileNotFoundError(f"No checkpoint in {directory}: train first (--workdir={workdir}).")
     if step is not None and step not in steps:
       raise FileNotFoundError(f"No checkpoint of step {step} in {directory}; it has {steps}.")
     for candidate in [step] if step is not None else steps:
@@ -166,8 +168,9 @@ def restore_params(
             f"Checkpoint {directory / str(step)} is damaged ({_short(e)})."
           ) from None
         logging.warning(
-          "Checkpoint %s is damaged (%s); using the one before.", candidate, _short(e)
-        )
+          "Checkpoint %s is damaged (%s); using the one before.",
+          directory / str(candidate), _short(e),
+        )  # fmt: skip
         continue
       config = ml_collections.ConfigDict(_with_added_keys(restored.meta["config"]))
       return restored.state["params"], config, int(candidate)

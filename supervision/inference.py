@@ -269,6 +269,19 @@ def evaluate_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return results
 
 
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
+  """`--mode=eval`: the network of `workdir`'s checkpoint of `config.eval_checkpoint_step`
+  (`load`: its own config and training statistics) on `config.eval_split` of the run's dataset
+  (the first `config.num_eval_batches` batches; -1: all), with the central crop and the 10
+  views; written to `workdir/eval_results.json` (`train.write_eval_results`)."""
+  net = load(config, workdir, checkpoint.requested_step(config))
+  dataset_classes(net)
+  source = input_pipeline.make_source(net.config, config.eval_split)
+  _, labels, log_probs = net.outputs(source, VIEWS, config.num_eval_batches)
+  results = {view: metrics(log_probs[view], labels) for view in VIEWS}
+  return train.write_eval_results(results, workdir, net.step)
+
+
 def write_features(config: ml_collections.ConfigDict, workdir: str) -> Path:
   """`--mode=features`: the last hidden layer's activations (`features`) of the central crops of
   `config.features.split` ("": the eval split), every example, to

@@ -315,30 +315,24 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager: Any) -> dic
   return final
 
 
-def evaluate_views(trainer: Trainer, params: Any, workdir: str, step: int) -> dict[str, float]:
-  """Central-crop and 10-view evaluation, logged and written to `workdir/eval_results.json`."""
-  results = {}
-  for ten_views, name in ((False, "center"), (True, "ten_views")):
-    results[name] = trainer.evaluate(params, ten_views=ten_views)
-    say(f"Eval ({name}) at step {step}: {_format(results[name])}")
+def evaluate_views(trainer: Trainer, params: Any, workdir: str, step: int) -> dict[str, dict]:
+  """Central-crop and 10-view evaluation (`write_eval_results`)."""
+  results = {
+    name: trainer.evaluate(params, ten_views=ten_views)
+    for ten_views, name in ((False, "center"), (True, "ten_views"))
+  }
+  return write_eval_results(results, workdir, step)
+
+
+def write_eval_results(results: dict[str, dict], workdir: str, step: int) -> dict[str, dict]:
+  """Says the metrics of each view ({"center": ..., "ten_views": ...}) of the network of `step`
+  and writes them to `workdir/eval_results.json`; returns them."""
+  for name, metrics in results.items():
+    say(f"Eval ({name}) at step {step}: {_format(metrics)}")
   if jax.process_index() == 0:
     path = Path(workdir) / "eval_results.json"
     path.write_text(json.dumps(dict(step=step, **results), indent=2) + "\n")
   return results
-
-
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """`--mode=eval`: restores a checkpoint of `workdir` and evaluates it (1 and 10 views)."""
-  with checkpoint.create_manager(workdir, config, create=False) as manager:
-    if not manager.all_steps():
-      raise FileNotFoundError(
-        f"No checkpoint in {manager.directory}: train first (--mode=train with this --workdir)."
-      )
-    checkpoint.check_config(manager, config)
-    trainer = Trainer(config, workdir)
-    step = checkpoint.requested_step(config)
-    state, _ = checkpoint.restore(manager, trainer.abstract_state(), None, config, step=step)
-  return evaluate_views(trainer, state.params, workdir, step=int(state.step))
 
 
 def _drop_rows_after(path: Path, step: int) -> None:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from configs import alexnet
-from supervision import DataError, caffe, checkpoint, models, stats, train
+from supervision import DataError, caffe, checkpoint, inference, models, stats
 from supervision.workdirs import WorkdirError
 
 # (name, kernel size, stride, pad, group, kernels): bvlc_alexnet's conv layers with
@@ -202,7 +202,7 @@ def test_import_mode_writes_a_checkpoint_that_evaluates_as_caffe(tmp_path, model
   config.caffe.model, config.caffe.mean = model_file, write_mean(tmp_path / "mean", mean_bgr)
   workdir = str(tmp_path / "work")
   caffe.run_import(config, workdir)
-  results = train.evaluate_checkpoint(config, workdir)
+  results = inference.evaluate_checkpoint(config, workdir)
 
   x = images[..., ::-1].transpose(0, 3, 1, 2) - mean_bgr  # Caffe: BGR NCHW minus the mean
   offsets = [(0, 0), (0, S - C), (S - C, 0), (S - C, S - C), ((S - C) // 2,) * 2]

@@ -155,6 +155,25 @@ def test_eval_restores_the_step_it_is_given(workdir, cifar10_small_dir):
   assert len(errors) == 1 and "step 7" in errors[0], missing.stderr
 
 
+def test_eval_uses_the_networks_own_statistics_on_a_dataset_without_a_train_split(
+  workdir, cifar10_small_dir, tmp_path
+):
+  """--mode=eval of the network on a folder holding only the test split: the statistics it
+  was trained with, the same errors as on the dataset it was trained on, and no new file."""
+  test_only = tmp_path / "test_only"
+  shutil.copytree(cifar10_small_dir / "test", test_only / "test")
+  results = []
+  for dataset in (cifar10_small_dir, test_only):
+    before = files(workdir)
+    result = run_main(
+      *main_args(workdir, dataset, "--mode=eval", "--config.num_eval_batches=2")
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert set(files(workdir)) - set(before) <= {"eval_results.json"}, "statistics computed"
+    results.append(json.loads((workdir / "eval_results.json").read_text()))
+  assert results[0]["center"]["count"] == 64 and results[1] == results[0]
+
+
 def test_resuming_with_another_model_names_the_keys(workdir, cifar10_small_dir):
   before = {f: (workdir / f).read_bytes() for f in files(workdir)}
   for override, message in [
