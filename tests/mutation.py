@@ -311,6 +311,13 @@ MUTANTS = [
     "return None",
     "tests/test_failures.py::test_eval_restores_the_step_it_is_given",
   ),
+  mutant(
+    "eval computes statistics of the dataset given, not the network's own",
+    "supervision/inference.py",
+    "data_stats = sharding.replicate(mesh, training_stats(trained, workdir))",
+    "data_stats = sharding.replicate(mesh, stats.load_or_compute_stats(net_config, workdir))",
+    "tests/test_failures.py::test_eval_uses_the_networks_own_statistics_on_a_dataset_without_a_train_split",
+  ),
   # Fine-tuning, class counts, class subsets.
   mutant(
     "padded classifier: the first neurons cut off", "supervision/models.py",
