@@ -225,18 +225,28 @@ def folder_source(root: Path, split: str, classes: list[str], image_size: int) -
   extension), sorted; the label of a class folder is its index in `classes`."""
   index = {name: i for i, name in enumerate(classes)}
   split_dir = _split_dir(root, split)
-  files, labels, loose = [], [], []
+  files, labels, loose, not_files, empty = [], [], [], [], []
   for folder in _visible(split_dir):
     if not folder.is_dir():
       loose.append(folder.name)
       continue
     if folder.name not in index:  # a class that config.classes leaves out
       continue
-    paths = [e.path for e in _visible(folder) if e.is_file()]
+    entries = _visible(folder)
+    paths = [e.path for e in entries if e.is_file()]
+    not_files += [f"{folder.name}/{e.name}" for e in entries if not e.is_file()]
+    empty += [] if paths else [folder.name]
     files += paths
     labels += [index[folder.name]] * len(paths)
   if loose:
     logging.warning("Ignoring files outside class folders in %s: %s", split_dir, loose)
+  if not_files:  # folders inside class folders, broken links
+    logging.warning(
+      "Ignoring %d entries of class folders in %s that are not files: %s",
+      len(not_files), split_dir, not_files[:10],
+    )  # fmt: skip
+  if empty:
+    logging.warning("Class folders without a file in %s: %s", split_dir, empty)
   if not files:
     raise DataError(f"No image files in the class folders of {split_dir}.")
   return FolderSource(files, labels, image_size)

@@ -322,6 +322,22 @@ def test_bad_files_are_skipped_and_named(image_folder, folder_config, caplog):
   assert "(4 skipped so far)" in caplog.text
 
 
+def test_entries_of_class_folders_that_are_not_files_are_named(image_folder, folder_config, caplog):
+  """A folder inside a class folder, a broken link and an empty class folder are warned of, not
+  dropped in silence; the images beside them are read."""
+  image_folder({"train": {"a": 2, "b": 1}})
+  train = image_folder.root / "train"
+  (train / "a" / "nested").mkdir()
+  (train / "a" / "broken.jpg").symlink_to(train / "missing.jpg")
+  (train / "c").mkdir()
+  with caplog.at_level(logging.WARNING):
+    source = ip.make_source(folder_config(image_folder.root, 3), "train")
+  assert len(source) == 3
+  assert "2 entries of class folders" in caplog.text
+  assert "'a/broken.jpg', 'a/nested'" in caplog.text
+  assert f"Class folders without a file in {train}: ['c']" in caplog.text
+
+
 def test_bad_files_are_masked_in_evaluation(image_folder, folder_config, caplog):
   image_folder({"val": {"a": 3}})
   (image_folder.root / "val" / "a" / "zero.jpg").write_bytes(b"")
