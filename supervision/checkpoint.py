@@ -147,21 +147,20 @@ def restore_params(
   `step` in `workdir` (None: the newest intact one), whatever the config of the run asking:
   for inference, ensembles, figures and fine-tuning from another run."""
   directory = Path(workdir).absolute() / "checkpoints"
-  options = ocp.CheckpointManagerOptions(create=False, read_only=True, save_interval_steps=0)
-  if not directory.is_dir():
+  # Read without a CheckpointManager, which could tidy up another run's folder (and warns
+  # that it may not, when read-only).
+  steps = sorted(ocp.utils.checkpoint_steps(directory), reverse=True) if directory.is_dir() else []
+  if not steps:
     raise FileNotFoundError(f"No checkpoint in {directory}: train first (--workdir={workdir}).")
-  with ocp.CheckpointManager(directory, options=options) as manager:
-    steps = sorted(manager.all_steps(), reverse=True)
-    if not steps:
-      raise FileNotFoundError(f"No checkpoint in {directory}: train first (--workdir={workdir}).")
-    if step is not None and step not in steps:
-      raise FileNotFoundError(f"No checkpoint of step {step} in {directory}; it has {steps}.")
+  if step is not None and step not in steps:
+    raise FileNotFoundError(f"No checkpoint of step {step} in {directory}; it has {steps}.")
+  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
     for candidate in [step] if step is not None else steps:
       try:
         _read_all_arrays(directory / str(candidate))
         state = ocp.args.StandardRestore(_numpy_target(directory / str(candidate)))
         args = ocp.args.Composite(state=state, meta=ocp.args.JsonRestore())
-        restored = manager.restore(candidate, args=args)
+        restored = checkpointer.restore(directory / str(candidate), args=args)
       except Exception as e:  # Orbax and TensorStore raise many kinds for damaged files.
         if step is not None:
           raise CheckpointError(
@@ -180,8 +179,7 @@ def restore_params(
 def _numpy_target(path: Path) -> Any:
   """numpy arrays of the shapes and dtypes of the state of the checkpoint at `path`: restored
   into them, a checkpoint saved on any devices (a mesh of two GPUs, say) reads on any others."""
-  with ocp.StandardCheckpointer() as checkpointer:
-    tree = checkpointer.metadata(path / "state").item_metadata.tree
+  tree = ocp.StandardCheckpointHandler().metadata(path / "state").tree
   return jax.tree.map(lambda leaf: np.empty(leaf.shape, leaf.dtype), tree)
 
 

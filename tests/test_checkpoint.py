@@ -1,5 +1,6 @@
 """Orbax checkpoints: what is kept, and what comes back."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -50,9 +51,10 @@ def test_keeps_the_last_k_and_the_best_by_validation_error(tmp_path):
   assert meta["config"]["model"]["columns"] == 2  # the smoke config's, stored with it
 
 
-def test_restore_params_reads_any_run_without_its_config(tmp_path):
+def test_restore_params_reads_any_run_without_its_config(tmp_path, caplog):
   """Params, the stored config and the step, with no target shapes and no config from the
-  caller (an ensemble member or a fine-tuning source of another model)."""
+  caller (an ensemble member or a fine-tuning source of another model); no warning, which
+  users would take for a damaged checkpoint, and no file written into the run's folder."""
   config = smoke.get_config()
   manager = checkpoint.create_manager(str(tmp_path), config)
   for step in (3, 7):
@@ -60,7 +62,11 @@ def test_restore_params_reads_any_run_without_its_config(tmp_path):
     state = TrainState(step=jnp.int32(step), params=params, opt_state=(jnp.zeros(2),))
     checkpoint.save(manager, state, {}, {}, config)
   manager.wait_until_finished()
-  params, stored, step = checkpoint.restore_params(str(tmp_path))
+  before = sorted(tmp_path.rglob("*"))
+  with caplog.at_level(logging.WARNING):
+    params, stored, step = checkpoint.restore_params(str(tmp_path))
+  assert not caplog.records, caplog.text
+  assert sorted(tmp_path.rglob("*")) == before
   assert step == 7 and stored.model.columns == 2 and stored.model.conv[2]["reads"] == "all"
   np.testing.assert_array_equal(params["fc"]["kernel"], np.full((2, 3), 7.0))
   params, _, step = checkpoint.restore_params(str(tmp_path), step=3)
