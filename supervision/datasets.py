@@ -339,6 +339,16 @@ def source_classes_and_splits(config: ml_collections.ConfigDict) -> tuple[list[s
   return list(labels.names), list(builder.info.splits)
 
 
+def display_names(config: ml_collections.ConfigDict, classes: list[str]) -> list[str]:
+  """The class names to show: those of `config.class_list` ("tench" for n01440764), those a
+  prepared dataset was prepared with, else `classes`, the dataset's."""
+  if config.class_list:
+    return [name for _, name in read_class_table(config.class_list)]
+  if config.dataset.startswith(prepared.PREFIX):
+    return prepared.read_metadata(prepared.root(config), config).get("class_names", classes)
+  return classes
+
+
 def class_names(config: ml_collections.ConfigDict) -> list[str]:
   """The class names of `config.dataset` in label order, reading no image: a folder dataset's
   (`folder_classes`, or `config.classes`), those of `config.class_list`, a prepared dataset's,

@@ -46,14 +46,6 @@ def true_label(file: Path, labels: dict[str, int]) -> int:
   return labels.get(folder.name, -1) if in_split else -1
 
 
-def display_names(config: ml_collections.ConfigDict, folders: list[str]) -> list[str]:
-  """The class names to show: those of `config.class_list` ("tench" for n01440764), else the
-  dataset's."""
-  if config.class_list:
-    return [name for _, name in datasets.read_class_table(config.class_list)]
-  return folders
-
-
 def fit_batch(config: ml_collections.ConfigDict, count: int) -> ml_collections.ConfigDict:
   """`config` with a batch no larger than `count` images need: a multiple of the data-parallel
   size (`config.mesh`)."""
@@ -103,7 +95,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   files = image_files(config.predict.path)
   net = inference.load(fit_batch(config, len(files)), workdir, checkpoint.requested_step(config))
   folders = inference.dataset_classes(net)
-  names = display_names(config, folders)
+  names = datasets.display_names(config, folders)
   by_folder = {name: label for label, name in enumerate(folders)}
   labels = [true_label(file, by_folder) for file in files]
   source = datasets.FolderSource([str(f) for f in files], labels, net.config.image_size)

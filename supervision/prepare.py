@@ -225,6 +225,7 @@ def run_prepare(config: ml_collections.ConfigDict, workdir: str) -> dict:
   sizes = {split: len(source) for split, source in sources.items()}
   if not finished:
     metadata = _write_dataset(out, sources, sizes, settings, config)
+    metadata["class_names"] = datasets.display_names(config, classes)  # shown by --mode=predict
   lines = count_records(out, metadata, sizes)
   if not finished:
     partial = out / f"{prepared.METADATA}.partial"

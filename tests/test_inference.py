@@ -18,7 +18,16 @@ import pytest
 from PIL import Image
 
 from configs import smoke
-from supervision import ConfigError, DataError, checkpoint, inference, models, predict, sharding
+from supervision import (
+  ConfigError,
+  DataError,
+  checkpoint,
+  datasets,
+  inference,
+  models,
+  predict,
+  sharding,
+)
 from supervision import stats as stats_lib
 
 CREATE_MESH = sharding.create_mesh
@@ -346,7 +355,7 @@ def test_imagenet_names_and_true_classes(imagenet_classes_file, tmp_path):
   """The names column of the class list is shown ("tench" for n01440764, index 0); a file's
   true class is its class folder's in a ROOT/SPLIT/CLASS/FILE layout only."""
   config = run_config(tmp_path, class_list=str(imagenet_classes_file))
-  names = predict.display_names(config, ["unused"])
+  names = datasets.display_names(config, ["unused"])
   assert len(names) == 1000 and names[0] == "tench" and names[999] == "toilet tissue"
   labels = {"n01440764": 0, "n01443537": 1}
   assert predict.true_label(tmp_path / "val" / "n01443537" / "x.JPEG", labels) == 1
@@ -355,4 +364,4 @@ def test_imagenet_names_and_true_classes(imagenet_classes_file, tmp_path):
   short = tmp_path / "classes.tsv"
   short.write_text("0\tn01440764\n1\tn01443537\tgoldfish\n")  # a line without a name
   config.class_list = str(short)
-  assert predict.display_names(config, []) == ["n01440764", "goldfish"]
+  assert datasets.display_names(config, []) == ["n01440764", "goldfish"]

@@ -272,6 +272,9 @@ def test_shared_photos_prepared_keep_statistics_labels_and_pixels(
   mse = np.mean((copies["image"].astype(float) - originals["image"]) ** 2, axis=(1, 2, 3))
   psnr = 10 * np.log10(255**2 / mse)
   assert psnr.mean() > 35 and psnr.min() > 28  # quality 90: 36.9 dB on average, 29.7 the least
+  ready.class_list = ""  # predict shows the names of the class list it was prepared with
+  names = datasets.display_names(ready, datasets.class_names(ready))
+  assert len(names) == 1000 and (names[0], names[999]) == ("tench", "toilet tissue")
 
 
 def test_tfds_datasets_are_prepared_like_folders(folder_config, tmp_path):
