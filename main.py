@@ -100,13 +100,25 @@ def _unquote(text: str) -> str:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """Parses the flags; a bad flag or config override exits with a one-line message."""
+  """Parses the flags and loads the config file; a bad flag, config file or override exits
+  with a one-line message (an error of the config file's code: its last line)."""
   try:
-    return FLAGS(argv)
+    rest = FLAGS(argv)
+    if FLAGS.config is not None:
+      FLAGS.config.dataset  # noqa: B018 (a config file that failed to load raises here)
+    return rest
   except flags.Error as e:
-    sys.exit(f"Error: {e}\nSee --helpfull.")
+    sys.exit(f"Error: {_without_traceback(str(e))}\nSee --helpfull.")
+  except OSError as e:  # the config file could not be read; its last line says why
+    sys.exit(f"Error in --config: {str(e).splitlines()[-1].strip()}")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     sys.exit(f"Error in --config: {_unquote(str(e))}")
+
+
+def _without_traceback(message: str) -> str:
+  """A message's first line and, where a traceback follows, the last line of its text."""
+  lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+  return lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
 
 
 def gpu_visible() -> bool:

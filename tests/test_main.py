@@ -25,6 +25,19 @@ def test_misspelled_override_names_the_key():
   assert "lernig_rate" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_missing_config_file_or_variant_is_one_line():
+  for config, message in [
+    (
+      "configs/cifar.py",
+      "Error in --config: [Errno 2] No such file or directory: 'configs/cifar.py'",
+    ),
+    ("configs/cifar10.py:nolrn", "ValueError: Unknown variant 'nolrn' of configs/cifar10.py"),
+  ]:
+    result = run_main("--mode=summary", f"--config={config}")
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 2, result.stderr
+
+
 def test_summary_shows_the_two_gpu_split():
   result = run_main("--mode=summary", "--config=configs/alexnet.py", "--config.mesh.model=2")
   assert result.returncode == 0, result.stderr
