@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from supervision import ConfigError, checkpoint, figures, train, workdirs
 
-EVAL_RESULTS = "eval_results.json"  # written by train.write_eval_results: the eval split's errors
+EVAL_RESULTS = workdirs.EVAL_RESULTS  # the eval split's errors at the end of a run
 DIVERGED = "diverged.json"  # written here when a run's training raises FloatingPointError
 TRAIN_SPLIT_RESULTS = "train_split_results.json"  # `evaluate_train_split`
 # --smoke: a few steps of a small batch (a multiple of the tests' 4 simulated devices).
@@ -60,8 +60,8 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def read_record(config: ml_collections.ConfigDict, run_dir: Path) -> Record:
   """The Record of the run of `config` in `run_dir`."""
   record = Record(config)
-  if (run_dir / "metrics.jsonl").exists():
-    record.rows = figures.read_metrics(run_dir / "metrics.jsonl")
+  if (run_dir / workdirs.METRICS).exists():
+    record.rows = figures.read_metrics(run_dir / workdirs.METRICS)
     record.status = "partial"
   if (run_dir / EVAL_RESULTS).exists():
     record.results = json.loads((run_dir / EVAL_RESULTS).read_text())

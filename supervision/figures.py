@@ -17,7 +17,7 @@ from absl import logging
 from matplotlib.figure import Figure
 from PIL import Image
 
-from supervision import DataError, checkpoint
+from supervision import DataError, checkpoint, workdirs
 
 # The kernel grid: each kernel magnified by whole pixels to at least KERNEL_PIXELS, in rows of
 # PER_ROW, GAP pixels apart, and the blocks of the columns COLUMN_GAP apart, on white.
@@ -159,7 +159,7 @@ def run_figures(config: ml_collections.ConfigDict, workdir: str) -> dict:
   grid = out / f"{layer}_kernels.png"
   Image.fromarray(np.round(255 * kernel_grid(kernels)).astype(np.uint8)).save(grid)
   figures = [grid]
-  metrics = Path(workdir) / "metrics.jsonl"
+  metrics = Path(workdir) / workdirs.METRICS
   axis, series = curves(read_metrics(metrics)) if metrics.exists() else ("", {})
   if series:
     figures.append(out / "curves.png")

@@ -217,7 +217,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager: Any) -> dic
   """The body of `train_and_evaluate`, checkpointing with `manager`."""
   trainer = Trainer(config, workdir)
   writer = SummaryWriter(workdir) if jax.process_index() == 0 else None  # TensorBoard events
-  metrics_file = Path(workdir) / "metrics.jsonl"
+  metrics_file = Path(workdir) / workdirs.METRICS
   plateau = optim.Plateau.from_config(config)
   train_iter = iter(input_pipeline.train_dataset(config, source=trainer.train_source))
 
@@ -330,7 +330,7 @@ def write_eval_results(results: dict[str, dict], workdir: str, step: int) -> dic
   for name, metrics in results.items():
     say(f"Eval ({name}) at step {step}: {_format(metrics)}")
   if jax.process_index() == 0:
-    path = Path(workdir) / "eval_results.json"
+    path = Path(workdir) / workdirs.EVAL_RESULTS
     path.write_text(json.dumps(dict(step=step, **results), indent=2) + "\n")
   return results
 

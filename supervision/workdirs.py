@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 LOCK = ".lock"
+METRICS = "metrics.jsonl"  # the logged rows of training (`train`), one JSON object a line
+EVAL_RESULTS = "eval_results.json"  # the final evaluation (`train.write_eval_results`)
 
 
 class WorkdirError(RuntimeError):
