@@ -205,13 +205,17 @@ def matching_layers(params: Any, source: Any, classifiers: Collection[str]) -> d
 
 def check_config(manager: ocp.CheckpointManager, config: ml_collections.ConfigDict) -> None:
   """The config check of `restore` on the latest checkpoint, before any data is read (a damaged
-  one is left to `restore`)."""
+  one is left to `restore`); the other settings that differ from the checkpoint's (a longer
+  run, another learning rate) are named in a warning."""
   step = manager.latest_step()
   try:
     meta = _read_meta(manager, step) if step is not None else {}
   except Exception:  # damaged: `restore` says so and falls back
     return
-  _check_config(meta.get("config"), config, Path(manager.directory) / str(step))
+  path = Path(manager.directory) / str(step)
+  _check_config(meta.get("config"), config, path)
+  if meta.get("config") and (other := _differences(meta["config"], config, model=False)):
+    logging.warning("Resuming from %s with settings of its own: %s.", path, "; ".join(other))
 
 
 def _read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
@@ -281,19 +285,22 @@ def _check_config(stored: dict | None, config: ml_collections.ConfigDict, path: 
   between the checkpoint's config and `config`. Checkpoints without a config pass."""
   if stored is None:
     return
-  stored = _with_added_keys(stored)
-  keys = lambda flat: {k: v for k, v in flat.items() if k.split(".")[0] in STATE_KEYS}  # noqa: E731
-  before, now = keys(_flat(stored)), keys(_flat(_plain(config)))
-  differ = [
-    f"config.{k}: {before.get(k)!r} there, {now.get(k)!r} now"
-    for k in sorted(set(before) | set(now))
-    if before.get(k) != now.get(k)
-  ]
-  if differ:
+  if differ := _differences(stored, config, model=True):
     raise ConfigError(
       f"Checkpoint {path} is of another model: {'; '.join(differ)}. Use the same settings, or"
       " another --workdir."
     )
+
+
+def _differences(stored: dict, config: ml_collections.ConfigDict, model: bool) -> list[str]:
+  """The keys of STATE_KEYS (with `model`; else all others) that differ between a checkpoint's
+  stored config and `config`, each as "config.KEY: A there, B now"."""
+  before, now = _flat(_with_added_keys(stored)), _flat(_plain(config))
+  return [
+    f"config.{k}: {before.get(k)!r} there, {now.get(k)!r} now"
+    for k in sorted(set(before) | set(now))
+    if (k.split(".")[0] in STATE_KEYS) == model and before.get(k) != now.get(k)
+  ]
 
 
 def _to_json(iterator_state: Any) -> dict:

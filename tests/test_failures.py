@@ -186,6 +186,20 @@ def test_resuming_with_another_model_names_the_keys(workdir, cifar10_small_dir):
   assert {f: (workdir / f).read_bytes() for f in files(workdir)} == before
 
 
+def test_resuming_with_other_settings_names_them(workdir, cifar10_small_dir):
+  result = run_main(
+    *main_args(
+      workdir, cifar10_small_dir, "--config.num_train_steps=22", "--config.learning_rate=0.03",
+      "--config.num_eval_batches=1",
+    )
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr
+  assert "resumed at step 20" in result.stdout
+  (line,) = [line for line in result.stderr.splitlines() if "with settings of its own" in line]
+  assert "config.learning_rate: 0.02 there, 0.03 now" in line
+  assert "config.num_train_steps: 20 there, 22 now" in line and "config.model" not in line
+
+
 @pytest.mark.parametrize(
   "override,message",
   [
