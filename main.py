@@ -100,8 +100,9 @@ def _unquote(text: str) -> str:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """Parses the flags and loads the config file; a bad flag, config file or override exits
-  with a one-line message (an error of the config file's code: its last line)."""
+  """Parses the flags and loads the config file; a bad flag or override, a missing config file
+  or an error the config file raises itself (an unknown variant: its last line) exits with a
+  one-line message."""
   try:
     rest = FLAGS(argv)
     if FLAGS.config is not None:

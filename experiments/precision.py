@@ -4,8 +4,10 @@ in float32.
 
 configs/cifar10.py's default net and recipe (12 epochs), seeds 0 to 3; both errors (central
 crop, 10 views) from each run's final evaluation. A seed's difference is bfloat16's error minus
-float32's; bfloat16 is taken as equal to float32 within seed noise when the mean difference is
-within two standard errors of it (its standard deviation over the seeds / sqrt(seeds)).
+float32's; over the seeds, the mean difference gets a 95% confidence interval (Student's t:
+the mean plus or minus T_95[seeds - 1] standard errors, its standard deviation over the seeds
+/ sqrt(seeds)). Where the interval holds 0, no difference is detected: bfloat16 is equal to
+float32 within seed noise, to the interval's width.
 
 Time on 2 CPU cores, measured: 9 minutes a float32 run, 15 a bfloat16 one (XLA:CPU runs
 bfloat16 slower, docs/performance.md), on a quiet machine: about 1 hour 40 minutes for the 8.
@@ -26,6 +28,9 @@ from supervision.inference import VIEWS
 from supervision.models import DTYPES
 
 SEEDS = (0, 1, 2, 3)
+# Two-sided 95% quantiles of Student's t by degrees of freedom (statistics tables); more
+# degrees than listed take the last, a slightly wider interval.
+T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
 
 
 def runs(smoke: bool, seeds: Sequence[int]) -> dict[str, ml_collections.ConfigDict]:
@@ -41,7 +46,7 @@ def runs(smoke: bool, seeds: Sequence[int]) -> dict[str, ml_collections.ConfigDi
 def summarize(records: dict[str, common.Record]) -> dict:
   """Per run its test errors; per dtype their spread over the seeds; per seed with both runs
   finished bfloat16's error minus float32's, and over those seeds the differences' spread,
-  standard error and whether their mean is within two standard errors of zero."""
+  standard error and 95% confidence interval (`paired`)."""
   per_run = {
     name: dict(dtype=r.config.model.dtype, seed=r.config.seed, **common.errors(r))
     for name, r in records.items()
@@ -77,12 +82,14 @@ def summarize(records: dict[str, common.Record]) -> dict:
 
 
 def paired(values: Sequence[float | None]) -> dict:
-  """`common.spread` of paired differences, with the standard error of their mean and whether
-  the mean lies within two standard errors of zero (None for fewer than 2 values)."""
-  out = common.spread(values)
-  std = out["std"]
-  out["standard_error"] = None if std is None else std / math.sqrt(out["n"])
-  out["within_noise"] = None if std is None else abs(out["mean"]) <= 2 * out["standard_error"]
+  """`common.spread` of paired differences, with the standard error of their mean, its 95%
+  confidence interval [low, high] and whether that holds 0 (None for fewer than 2 values)."""
+  out = common.spread(values) | dict(standard_error=None, ci95=None, no_difference=None)
+  if out["std"] is not None:
+    error = out["std"] / math.sqrt(out["n"])
+    half = T_95[min(out["n"] - 1, max(T_95))] * error
+    low, high = out["mean"] - half, out["mean"] + half
+    out.update(standard_error=error, ci95=[low, high], no_difference=low <= 0 <= high)
   return out
 
 

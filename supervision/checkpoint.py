@@ -171,6 +171,11 @@ def restore_params(
           directory / str(candidate), _short(e),
         )  # fmt: skip
         continue
+      if "config" not in restored.meta:
+        raise CheckpointError(
+          f"Checkpoint {directory / str(candidate)} stores no config (an early version wrote"
+          " it), so its network cannot be rebuilt from it; train the run again."
+        )
       config = ml_collections.ConfigDict(_with_added_keys(restored.meta["config"]))
       return restored.state["params"], config, int(candidate)
   raise CheckpointError(f"No checkpoint in {directory} restores (steps {steps}).")
@@ -214,7 +219,8 @@ def check_config(manager: ocp.CheckpointManager, config: ml_collections.ConfigDi
     return
   path = Path(manager.directory) / str(step)
   _check_config(meta.get("config"), config, path)
-  if meta.get("config") and (other := _differences(meta["config"], config, model=False)):
+  other = _differences(meta.get("config") or {}, config, model=False)
+  if other and jax.process_index() == 0:
     logging.warning("Resuming from %s with settings of its own: %s.", path, "; ".join(other))
 
 
@@ -293,13 +299,19 @@ def _check_config(stored: dict | None, config: ml_collections.ConfigDict, path: 
 
 
 def _differences(stored: dict, config: ml_collections.ConfigDict, model: bool) -> list[str]:
-  """The keys of STATE_KEYS (with `model`; else all others) that differ between a checkpoint's
-  stored config and `config`, each as "config.KEY: A there, B now"."""
+  """The keys of STATE_KEYS (with `model`) that differ between a checkpoint's stored config and
+  `config`, each as "config.KEY: A there, B now"; without `model`, the other keys that both
+  have, but for `distributed` (each process's own)."""
   before, now = _flat(_with_added_keys(stored)), _flat(_plain(config))
+  if model:
+    keys = [k for k in set(before) | set(now) if k.split(".")[0] in STATE_KEYS]
+  else:
+    shared = set(before) & set(now)
+    keys = [k for k in shared if k.split(".")[0] not in (*STATE_KEYS, "distributed")]
   return [
     f"config.{k}: {before.get(k)!r} there, {now.get(k)!r} now"
-    for k in sorted(set(before) | set(now))
-    if (k.split(".")[0] in STATE_KEYS) == model and before.get(k) != now.get(k)
+    for k in sorted(keys)
+    if before.get(k) != now.get(k)
   ]
 
 

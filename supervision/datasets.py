@@ -41,15 +41,18 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
 
   The shorter side is rescaled to `size` (bilinear, antialiased), also for smaller images.
   JPEGs are decoded at the smallest DCT scale that keeps both sides >= size. 16-bit grey
-  levels are scaled to 8 bits (65535 -> 255); 32-bit integer or float pixels, which have no
-  fixed range, are a ValueError.
+  levels (PNG, PGM) are scaled to 8 bits (65535 -> 255); pixels of no fixed range (32-bit
+  integers or floats, as TIFFs may hold) are a ValueError.
   """
   with Image.open(io.BytesIO(data)) as image:
     image.draft("RGB", (size, size))
-    if image.mode.startswith("I;16"):  # PIL's convert would clip them at 255
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N") or (
+      image.format in ("PNG", "PPM") and image.mode == "I"
+    ):
+      # 16 bits a pixel, which PIL's conversion would clip at 255
       image = Image.fromarray(np.round(np.asarray(image, np.float32) / 257).astype(np.uint8))
-    elif image.mode in ("I", "F"):
-      raise ValueError(f"its pixels are 32-bit {image.mode} values, of no fixed range")
+    elif image.mode in ("I", "F") or image.mode.startswith("I;"):
+      raise ValueError(f"its {image.mode} pixels have no fixed range")
     image = image.convert("RGB")
   width, height = image.size
   side = min(width, height)

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
-from supervision import ConfigError, DataError, checkpoint, datasets, inference, sharding, train
+from supervision import ConfigError, DataError, checkpoint, datasets, inference, train
 
 TOP = 5
 FIGURE_INCHES = (3.0, 4.5)  # at FIGURE_DPI: 300 x 450 pixels
@@ -48,8 +48,9 @@ def true_label(file: Path, labels: dict[str, int]) -> int:
 
 def fit_batch(config: ml_collections.ConfigDict, count: int) -> ml_collections.ConfigDict:
   """`config` with a batch no larger than `count` images need: a multiple of the data-parallel
-  size (`config.mesh`)."""
-  data, _ = sharding.mesh_shape(config, jax.device_count(), jax.process_count())
+  size (`config.mesh`; `inference.load` checks the mesh against the network's config)."""
+  mesh = config.mesh
+  data = mesh.data if mesh.data > 0 else max(1, jax.device_count() // max(1, mesh.model))
   fitted = config.copy_and_resolve_references()
   fitted.batch_size = min(config.batch_size, data * -(-count // data))
   return fitted

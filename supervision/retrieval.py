@@ -41,7 +41,7 @@ def features_path(workdir: str, split: str) -> Path:
 
 def load_features(workdir: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(features float32 [N, D], labels int32 [N], example indices [N]) of `split` from
-  WORKDIR/features/<split>.npz; a file without "indices" holds examples 0 to N - 1."""
+  WORKDIR/features/<split>.npz."""
   path = features_path(workdir, split)
   if not path.is_file():
     raise FileNotFoundError(
@@ -54,11 +54,14 @@ def load_features(workdir: str, split: str) -> tuple[np.ndarray, np.ndarray, np.
       names = sorted(data.files)
   except (OSError, ValueError, zipfile.BadZipFile) as e:
     raise DataError(f"{path} is not a readable .npz file: {e}") from None
-  if "features" not in arrays or "labels" not in arrays:
-    raise DataError(f"{path} must hold 'features' and 'labels'; it has {names}.")
+  if len(arrays) < 3:
+    raise DataError(
+      f"{path} must hold 'features', 'labels' and 'indices'; it has {names}. Write it again with"
+      f" --mode=features --config.features.split={split} --workdir={workdir}."
+    )
   features = arrays["features"].astype(np.float32, copy=False)
   labels = arrays["labels"].astype(np.int32, copy=False)
-  indices = arrays.get("indices", np.arange(len(labels)))
+  indices = arrays["indices"]
   if features.ndim != 2 or labels.shape != features.shape[:1] or not len(labels):
     raise DataError(
       f"{path}: features {features.shape} and labels {labels.shape} are not [N, D] and [N], N > 0."

@@ -120,3 +120,18 @@ def test_the_requested_step_0_is_step_0_and_minus_1_the_latest():
   for step, requested in ((-1, None), (0, 0), (20, 20)):
     config.eval_checkpoint_step = step
     assert checkpoint.requested_step(config) == requested, step
+
+
+def test_a_checkpoint_without_its_config_is_named(tmp_path):
+  """An early version stored no config: restore_params says so instead of a KeyError."""
+  manager = checkpoint.create_manager(str(tmp_path), smoke.get_config())
+  state = TrainState(step=jnp.int32(5), params={"w": jnp.zeros(2)}, opt_state=(jnp.zeros(2),))
+  args = checkpoint.ocp.args.Composite(
+    state=checkpoint.ocp.args.StandardSave(state),
+    data=checkpoint.ocp.args.JsonSave({"dict": None}),
+    meta=checkpoint.ocp.args.JsonSave({}),
+  )
+  manager.save(5, args=args)
+  manager.wait_until_finished()
+  with pytest.raises(checkpoint.CheckpointError, match=r"checkpoints/5 stores no config"):
+    checkpoint.restore_params(str(tmp_path))

@@ -334,9 +334,11 @@ def test_views_differences_and_means():
 
 def test_precision_paired_differences_and_the_noise_test():
   """Central crop, seeds 0-2: float32 30%, 28%, 29%; bfloat16 31%, 28.5%, 30.5%: differences
-  1, 0.5, 1.5 points, mean 1, std 0.5, standard error 0.5 / sqrt(3) = 0.2887: 1 > 2 * 0.2887,
-  beyond the noise. 10 views: differences 1, -1, 0.5: mean 1/6, std 1.0408, standard error
-  0.6009: within it. Seed 3 has only its float32 run: in float32's spread, in no difference."""
+  1, 0.5, 1.5 points, mean 1, std 0.5, standard error 0.5 / sqrt(3) = 0.2887, t(2 degrees) =
+  4.303: the interval 1 +- 1.242 points holds 0. 10 views: differences 1, -1, 0.5: mean 1/6,
+  std 1.0408, standard error 0.6009. With a fourth pair of 1 point (mean 1, std 0.4082,
+  standard error 0.2041, t(3) = 3.182) the central crop's interval 1 +- 0.650 does not.
+  Seed 3 has only its float32 run: in float32's spread, in no difference."""
   configs = precision.runs(False, [0, 1, 2, 3])
   errors = {
     "float32_seed0": (0.30, 0.27), "bfloat16_seed0": (0.31, 0.28),
@@ -356,10 +358,15 @@ def test_precision_paired_differences_and_the_noise_test():
   center, ten = summary["effect"]["center"], summary["effect"]["ten_views"]
   assert (center["mean"], center["std"], center["n"]) == pytest.approx((0.01, 0.005, 3))
   assert center["standard_error"] == pytest.approx(0.005 / 3**0.5)
-  assert center["within_noise"] is False
+  assert center["ci95"] == pytest.approx([0.01 - 0.012422, 0.01 + 0.012422], abs=1e-6)
+  assert center["no_difference"] is True
   assert ten["mean"] == pytest.approx(0.01 / 6)
   assert ten["standard_error"] == pytest.approx(0.0060093, abs=1e-7)
-  assert ten["within_noise"] is True
+  records["bfloat16_seed3"] = record(configs["bfloat16_seed3"], center=0.33, ten_views=0.30)
+  center = precision.summarize(records)["effect"]["center"]
+  assert (center["mean"], center["standard_error"]) == pytest.approx((0.01, 0.0020412), abs=1e-7)
+  assert center["ci95"] == pytest.approx([0.01 - 0.0064952, 0.01 + 0.0064952], abs=1e-6)
+  assert center["no_difference"] is False
   assert summary["table"][3] == dict(
     seed=3, float32_center=0.32, bfloat16_center=None, float32_ten_views=0.30,
     bfloat16_ten_views=None, difference_center=None, difference_ten_views=None,

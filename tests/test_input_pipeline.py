@@ -55,14 +55,15 @@ def test_decode_gives_rgb_of_the_size_for_any_mode(image, fmt):
   assert np.ptp(out) <= 2  # a solid image stays solid
 
 
-def test_decode_scales_16_bit_grey_to_8_bits_and_refuses_pixels_of_no_range():
-  """16-bit levels 0, 257 x 100 and 65535 (a PNG, as scanners write them) are 0, 100 and 255;
-  PIL's own conversion would make the last two 255."""
+@pytest.mark.parametrize("fmt", ["PNG", "PPM"])
+def test_decode_scales_16_bit_grey_to_8_bits_and_refuses_pixels_of_no_range(fmt):
+  """16-bit levels 0, 257 x 100 and 65535 (a PNG or PGM, as scanners write them) are 0, 100
+  and 255; PIL's own conversion would make the last two 255."""
   bands = np.repeat(np.array([0, 25700, 65535], np.uint16), 16)[:, None]  # 48 rows, 3 bands
-  out = datasets.decode_image(encode(Image.fromarray(np.tile(bands, (1, 48))), "PNG"), 48)
+  out = datasets.decode_image(encode(Image.fromarray(np.tile(bands, (1, 48))), fmt), 48)
   np.testing.assert_array_equal(out[[8, 24, 40], 24], [[0] * 3, [100] * 3, [255] * 3])
   for pixels in (np.full((8, 8), 3, np.int32), np.full((8, 8), 0.5, np.float32)):
-    with pytest.raises(ValueError, match="32-bit (I|F) values, of no fixed range"):
+    with pytest.raises(ValueError, match="its (I|F) pixels have no fixed range"):
       datasets.decode_image(encode(Image.fromarray(pixels), "TIFF"), 8)
 
 

@@ -98,8 +98,8 @@ def test_missing_or_bad_features_files_are_named(tmp_path):
   assert "--mode=features --config.features.split=validation" in message
   path = tmp_path / "features" / "train.npz"
   path.parent.mkdir()
-  np.savez(path, features=np.zeros((3, 2)))
-  with pytest.raises(DataError, match="train.npz must hold 'features' and 'labels'; it has"):
+  np.savez(path, features=np.zeros((3, 2)), labels=np.zeros(3))  # before the indices were kept
+  with pytest.raises(DataError, match="train.npz must hold 'features', 'labels' and 'indices'; it"):
     retrieval.load_features(str(tmp_path), "train")
   path.write_text("not an archive")
   with pytest.raises(DataError, match="train.npz is not a readable .npz file"):
@@ -144,7 +144,10 @@ def retrieval_run(tmp_path, image_folder, folder_config):
   for split, per_class in (("train", TRAIN_PER_CLASS), ("test", TEST_PER_CLASS)):
     labels = np.repeat(np.arange(2, dtype=np.int32), per_class)  # the folder's order
     vectors = (centers[labels] + rng.normal(size=(len(labels), 32)) * 2).astype(np.float32)
-    np.savez(workdir / "features" / f"{split}.npz", features=vectors, labels=labels)
+    examples = np.arange(len(labels))
+    np.savez(
+      workdir / "features" / f"{split}.npz", features=vectors, labels=labels, indices=examples
+    )
     features[split] = vectors, labels
   return config, workdir, features
 
@@ -208,7 +211,9 @@ def test_the_figure_checks_that_feature_rows_are_the_split_in_order(retrieval_ru
   config, workdir, features = retrieval_run
   config.retrieval.code_bits = ()
   vectors, labels = features["test"]
-  np.savez(workdir / "features" / "test.npz", features=vectors, labels=1 - labels)
+  np.savez(
+    workdir / "features" / "test.npz", features=vectors, labels=1 - labels, indices=np.arange(4)
+  )
   with pytest.raises(DataError, match=r"Example \d of split 'test' is of class \d but its"):
     retrieval.run_retrieval(config, str(workdir))
   indices = np.array([0, 1, 2, 4])
