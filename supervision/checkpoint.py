@@ -13,6 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorstore
 from absl import logging
+from flax import traverse_util
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
 from supervision import ConfigError
@@ -268,12 +269,6 @@ def _plain(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json())
 
 
-def _flat(tree: Any, prefix: str = "") -> dict:
-  if isinstance(tree, dict):
-    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
-  return {prefix[:-1]: tree}
-
-
 def _with_added_keys(stored: dict) -> dict:
   """A stored config with the ADDED_KEYS it lacks (those of a checkpoint older than them)."""
   stored = copy.deepcopy(stored)
@@ -302,7 +297,8 @@ def _differences(stored: dict, config: ml_collections.ConfigDict, model: bool) -
   """The keys of STATE_KEYS (with `model`) that differ between a checkpoint's stored config and
   `config`, each as "config.KEY: A there, B now"; without `model`, the other keys that both
   have, but for `distributed` (each process's own)."""
-  before, now = _flat(_with_added_keys(stored)), _flat(_plain(config))
+  flat = lambda tree: traverse_util.flatten_dict(tree, sep=".")  # noqa: E731
+  before, now = flat(_with_added_keys(stored)), flat(_plain(config))
   if model:
     keys = [k for k in set(before) | set(now) if k.split(".")[0] in STATE_KEYS]
   else:
