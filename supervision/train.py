@@ -137,6 +137,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for key in ("batch_size", "log_every_steps", "checkpoint_every_steps", "num_epochs"):
     if config[key] <= 0:
       raise ConfigError(f"config.{key}={config[key]} must be positive.")
+  if config.num_classes < 2:
+    raise ConfigError(
+      f"config.num_classes={config.num_classes}: a softmax over fewer than 2 classes learns"
+      " nothing (its loss is 0); give a dataset of 2 classes or more."
+    )
   if config.num_eval_batches == 0 or config.num_eval_batches < -1:
     raise ConfigError(
       f"config.num_eval_batches={config.num_eval_batches}: give a positive number of batches, or"

@@ -207,6 +207,7 @@ def test_resuming_with_other_settings_names_them(workdir, cifar10_small_dir):
     ("--config.num_train_steps=0", "config.num_train_steps=0: give a positive number of steps"),
     ("--config.momentum=1.0", "config.momentum=1.0 < 1"),
     ("--config.num_eval_batches=0", "config.num_eval_batches=0: give a positive number"),
+    ("--config.num_classes=1", "config.num_classes=1: a softmax over fewer than 2 classes"),
     # 1,000 training images (cifar10_small_dir): no batch of 1,008 in an epoch.
     ("--config.batch_size=1008", "config.batch_size=1008 is larger than the 1000 examples"),
     # The smoke net pools 4x4 inputs to 2x2, 1x1 and 0x0: fc4 reads nothing.
