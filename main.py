@@ -11,22 +11,14 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from supervision import ConfigError, DataError, sharding, workdirs
-from supervision.checkpoint import CheckpointError
+from supervision import USER_ERRORS, sharding, workdirs
 from supervision.train import Stopped
-from supervision.workdirs import WorkdirError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # no INFO lines from TensorFlow (TFDS)
 FLAGS = flags.FLAGS
-# Errors whose message says what is wrong and what to do: one line, no traceback.
-ERRORS = (
-  ConfigError,
-  DataError,
-  CheckpointError,
-  WorkdirError,
-  FileNotFoundError,
-  FloatingPointError,
-)
+# Errors whose message says what is wrong and what to do: one line, no traceback (a run's
+# non-finite loss too).
+ERRORS = (*USER_ERRORS, FloatingPointError)
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, statistics and logs.")
 # Each mode: the function "module.function" of supervision that runs it, whether it holds the

@@ -20,12 +20,9 @@ from collections.abc import Sequence
 from absl import app, flags, logging
 
 from experiments import common
-from supervision import ConfigError, DataError, train
-from supervision.checkpoint import CheckpointError
-from supervision.workdirs import WorkdirError
+from supervision import USER_ERRORS, train
 
 EXPERIMENTS = ("figure1", "lrn", "pooling", "precision", "views")
-ERRORS = (ConfigError, DataError, CheckpointError, WorkdirError, FileNotFoundError)
 FLAGS = flags.FLAGS
 
 
@@ -39,13 +36,13 @@ def execute(
   only: Sequence[str] = (),
 ) -> dict:
   """`common.run_experiment` of experiments/<experiment>.py; a run stopped by a signal exits
-  with its exit status (128 + the signal), an error of ERRORS with its message."""
+  with its exit status (128 + the signal), an error of USER_ERRORS with its message."""
   module = importlib.import_module(f"experiments.{experiment}")
   try:
     return common.run_experiment(module, dataset, workdir, smoke, seeds, train_runs, only)
   except train.Stopped as e:
     sys.exit(e.exit_status)
-  except ERRORS as e:
+  except USER_ERRORS as e:
     sys.exit(f"Error: {e}")
 
 

@@ -33,8 +33,17 @@ import numpy as np
 from absl import logging
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
 
-from supervision import ConfigError, DataError, checkpoint, models, optim, stats, steps, train
-from supervision.workdirs import WorkdirError
+from supervision import (
+  ConfigError,
+  DataError,
+  WorkdirError,
+  checkpoint,
+  models,
+  optim,
+  stats,
+  steps,
+  train,
+)
 
 # The per-channel mean of Caffe's ILSVRC-2012 mean image (BGR), used without a mean file.
 CHANNEL_MEAN_BGR = (104.0, 117.0, 123.0)

@@ -16,7 +16,7 @@ from absl import logging
 from flax import traverse_util
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
-from supervision import ConfigError
+from supervision import CheckpointError, ConfigError
 
 EVAL_ERROR = "eval_top1_error"
 # The config keys that the train state's shapes depend on; a checkpoint restores only with them.
@@ -33,10 +33,6 @@ ADDED_KEYS = {
   "model.init": "normal",
   "model.layer_init_std": {},
 }
-
-
-class CheckpointError(RuntimeError):
-  """A checkpoint that cannot be restored; the message names it and says what to do."""
 
 
 def create_manager(

@@ -8,13 +8,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from supervision import WorkdirError
+
 LOCK = ".lock"
 METRICS = "metrics.jsonl"  # the logged rows of training (`train`), one JSON object a line
 EVAL_RESULTS = "eval_results.json"  # the final evaluation (`train.write_eval_results`)
-
-
-class WorkdirError(RuntimeError):
-  """A workdir that cannot be used; the message says why and what to do."""
 
 
 def create(workdir: str) -> Path:

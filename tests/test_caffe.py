@@ -11,8 +11,7 @@ import pytest
 from PIL import Image
 
 from configs import alexnet
-from supervision import DataError, caffe, checkpoint, inference, models, stats
-from supervision.workdirs import WorkdirError
+from supervision import DataError, WorkdirError, caffe, checkpoint, inference, models, stats
 
 # (name, kernel size, stride, pad, group, kernels): bvlc_alexnet's conv layers with
 # 8-12 kernels. 99 -> conv1 23 -> pool 11 -> conv2 11 -> pool 5 -> conv3-5 5 -> pool 2.
