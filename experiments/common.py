@@ -313,6 +313,7 @@ def bars(axis: Any, labels: Sequence[str], groups: dict[str, Sequence[float | No
     axis.bar(xs, [v for v in values if v is not None], width, label=name)
   axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
   axis.grid(axis="y", alpha=0.3)
+  axis.margins(y=0.2)  # room above the bars for the legend
   legend(axis)
 
 
