@@ -233,16 +233,7 @@ def caffe_stats(mean: np.ndarray, config: ml_collections.ConfigDict) -> dict:
   """The statistics file's contents with the mean image `mean` ([S, S, 3] RGB). Caffe's files hold
   no RGB principal components: their eigenvalues are 0, so training from the imported weights
   adds no lighting noise (run --mode=stats for the dataset's own)."""
-  return dict(
-    dataset=config.dataset,
-    image_size=config.image_size,
-    count=0,
-    skipped=0,
-    mean=mean,
-    cov=np.zeros((3, 3)),
-    eigvals=np.zeros(3),
-    eigvecs=np.eye(3),
-  )
+  return stats.from_moments(config, mean, np.zeros((3, 3)), count=0, skipped=0)
 
 
 def run_import(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -39,17 +39,11 @@ def add_sums(a: dict | None, b: dict) -> dict:
   return b if a is None else {key: a[key] + b[key] for key in b}
 
 
-def stats_from_sums(sums: dict | None, config: ml_collections.ConfigDict, skipped: int) -> dict:
-  """Mean image [S, S, 3], RGB covariance [3, 3] and its eigenvalues (descending) and
-  eigenvectors (columns) on 0-255 values, from the sums of the decodable training images."""
-  if sums is None or not sums["count"]:
-    split = config.train_split
-    raise DataError(f"No decodable images in split {split!r} of {config.dataset}.")
-  count = int(sums["count"])
-  mean = sums["pixels"] / count
-  rgb_mean = mean.mean(axis=(0, 1))
-  cov = sums["rgb_products"] / (count * mean.shape[0] * mean.shape[1])
-  cov = cov - np.outer(rgb_mean, rgb_mean)
+def from_moments(
+  config: ml_collections.ConfigDict, mean: np.ndarray, cov: np.ndarray, count: int, skipped: int
+) -> dict:
+  """The statistics file's contents: the mean image [S, S, 3] and RGB covariance [3, 3] on 0-255
+  values, with the covariance's eigenvalues (descending) and eigenvectors (columns)."""
   eigvals, eigvecs = np.linalg.eigh(cov)
   return dict(
     dataset=config.dataset,
@@ -63,20 +57,24 @@ def stats_from_sums(sums: dict | None, config: ml_collections.ConfigDict, skippe
   )
 
 
+def stats_from_sums(sums: dict | None, config: ml_collections.ConfigDict, skipped: int) -> dict:
+  """`from_moments` of the decodable training images, from their sums."""
+  if sums is None or not sums["count"]:
+    split = config.train_split
+    raise DataError(f"No decodable images in split {split!r} of {config.dataset}.")
+  count = int(sums["count"])
+  mean = sums["pixels"] / count
+  rgb_mean = mean.mean(axis=(0, 1))
+  cov = sums["rgb_products"] / (count * mean.shape[0] * mean.shape[1])
+  return from_moments(config, mean, cov - np.outer(rgb_mean, rgb_mean), count, skipped)
+
+
 def fake_stats(config: ml_collections.ConfigDict) -> dict:
   """The statistics of fake data's independent uniform 0-255 pixels, exactly: mean 127.5 and
   covariance (256**2 - 1) / 12 times the identity."""
   size, variance = config.image_size, (256**2 - 1) / 12
-  return dict(
-    dataset=config.dataset,
-    image_size=size,
-    count=len(datasets.decoding_source(config, config.train_split)),
-    skipped=0,
-    mean=np.full((size, size, 3), 127.5),
-    cov=variance * np.eye(3),
-    eigvals=np.full(3, variance),
-    eigvecs=np.eye(3),
-  )
+  count = len(datasets.decoding_source(config, config.train_split))
+  return from_moments(config, np.full((size, size, 3), 127.5), variance * np.eye(3), count, 0)
 
 
 def compute_stats(config: ml_collections.ConfigDict) -> dict:

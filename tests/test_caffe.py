@@ -225,6 +225,8 @@ def test_import_mode_writes_a_checkpoint_that_evaluates_as_caffe(tmp_path, model
   caffe.run_import(config, str(tmp_path / "channel_mean"))
   mean = stats.load_or_compute_stats(config, str(tmp_path / "channel_mean"))["mean"]
   np.testing.assert_array_equal(mean, np.broadcast_to([123.0, 117.0, 104.0], (S, S, 3)))
+  lighting = stats.load_or_compute_stats(config, str(tmp_path / "channel_mean"))["eigvals"]
+  np.testing.assert_array_equal(lighting, np.zeros(3))  # Caffe's files hold no RGB components
 
 
 def test_files_that_do_not_fit_are_named(tmp_path, weights):
