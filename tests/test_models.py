@@ -354,9 +354,12 @@ def test_cpu_compiler_options_take_the_convolutions_from_ynnpack_and_compute_the
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * np.abs(w).max())
 
 
-def test_bfloat16_computes_in_bfloat16_with_float32_parameters():
+@pytest.mark.parametrize("separable", [True, False])
+def test_bfloat16_computes_in_bfloat16_with_float32_parameters(separable, monkeypatch):
   """Mixed precision: bfloat16 convolutions and matmuls; float32 parameters, LRN and logits,
-  within 2% of the float32 net's largest logit (the step's gradients: test_train)."""
+  within 2% of the float32 net's largest logit (the step's gradients: test_train), with the
+  CPU's pooling and with XLA's (that of GPUs and TPUs)."""
+  monkeypatch.setattr(pooling, "separable", lambda: separable)
   config = smoke.get_config()  # two columns, LRN, max and average pooling, an fc layer
   images = jax.random.normal(jax.random.key(1), (32, 24, 24, 3)) * 60
   nets = {}

@@ -25,6 +25,7 @@ from supervision import (
   input_pipeline,
   models,
   optim,
+  pooling,
   sharding,
   steps,
   train,
@@ -298,11 +299,14 @@ def test_config_errors_from_the_command_line(cifar10_small_dir, tmp_path):
   assert "config.crop_size=64" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_bfloat16_train_step_keeps_float32_state_and_loss():
-  """Mixed precision in the real step: parameters, optimizer state, loss and metrics stay
-  float32. Against float32: the loss within 1%, each layer's first update (the gradient)
-  within 35% in relative norm and the fc layers' within 5% (bfloat16 keeps 8 bits, and at
-  initialisation the lower layers' small gradients are differences of larger terms)."""
+@pytest.mark.parametrize("separable", [True, False])
+def test_bfloat16_train_step_keeps_float32_state_and_loss(separable, monkeypatch):
+  """Mixed precision in the real step, with the CPU's pooling and with XLA's (GPUs', TPUs'):
+  parameters, optimizer state, loss and metrics stay float32. Against float32: the loss
+  within 1%, each layer's first update (the gradient) within 35% in relative norm and the fc
+  layers' within 5% (bfloat16 keeps 8 bits, and at initialisation the lower layers' small
+  gradients are differences of larger terms)."""
+  monkeypatch.setattr(pooling, "separable", lambda: separable)
   config = smoke.get_config()
   batch = dict(
     image=np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), np.uint8),
