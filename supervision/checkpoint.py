@@ -1,6 +1,7 @@
 """Orbax checkpoints: train state, data-iterator position, schedule state and config."""
 
 import copy
+import functools
 import json
 import time
 from collections.abc import Collection
@@ -293,7 +294,7 @@ def _differences(stored: dict, config: ml_collections.ConfigDict, model: bool) -
   """The keys of STATE_KEYS (with `model`) that differ between a checkpoint's stored config and
   `config`, each as "config.KEY: A there, B now"; without `model`, the other keys that both
   have, but for `distributed` (each process's own)."""
-  flat = lambda tree: traverse_util.flatten_dict(tree, sep=".")  # noqa: E731
+  flat = functools.partial(traverse_util.flatten_dict, sep=".")
   before, now = flat(_with_added_keys(stored)), flat(_plain(config))
   if model:
     keys = [k for k in set(before) | set(now) if k.split(".")[0] in STATE_KEYS]
