@@ -223,10 +223,9 @@ def test_import_mode_writes_a_checkpoint_that_evaluates_as_caffe(tmp_path, model
     caffe.run_import(config, workdir)
   config.caffe.mean = ""  # Caffe's per-channel mean, BGR (104, 117, 123)
   caffe.run_import(config, str(tmp_path / "channel_mean"))
-  mean = stats.load_or_compute_stats(config, str(tmp_path / "channel_mean"))["mean"]
-  np.testing.assert_array_equal(mean, np.broadcast_to([123.0, 117.0, 104.0], (S, S, 3)))
-  lighting = stats.load_or_compute_stats(config, str(tmp_path / "channel_mean"))["eigvals"]
-  np.testing.assert_array_equal(lighting, np.zeros(3))  # Caffe's files hold no RGB components
+  imported = stats.load_or_compute_stats(config, str(tmp_path / "channel_mean"))
+  np.testing.assert_array_equal(imported["mean"], np.broadcast_to([123.0, 117.0, 104.0], (S, S, 3)))
+  np.testing.assert_array_equal(imported["eigvals"], np.zeros(3))  # no RGB components in Caffe's
 
 
 def test_files_that_do_not_fit_are_named(tmp_path, weights):
